@@ -1,0 +1,87 @@
+package throttle
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+)
+
+// KafkaConfig says how to reach the Kafka cluster. kafka-go keeps TLS and SASL in two
+// places (Transport for Writer and Client, Dialer for Reader and Conn); this type fills
+// both from one description.
+type KafkaConfig struct {
+	Brokers  []string
+	ClientID string // defaults to "sluice"
+	TLS      *tls.Config
+	SASL     sasl.Mechanism
+}
+
+// SASLMechanism builds a SASL mechanism from its name: "" (none), "PLAIN",
+// "SCRAM-SHA-256" or "SCRAM-SHA-512".
+func SASLMechanism(name, user, pass string) (sasl.Mechanism, error) {
+	switch strings.ToUpper(name) {
+	case "", "NONE":
+		return nil, nil
+	case "PLAIN":
+		return plain.Mechanism{Username: user, Password: pass}, nil
+	case "SCRAM-SHA-256":
+		return scram.Mechanism(scram.SHA256, user, pass)
+	case "SCRAM-SHA-512":
+		return scram.Mechanism(scram.SHA512, user, pass)
+	}
+	return nil, fmt.Errorf("sasl mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", name)
+}
+
+func (k KafkaConfig) validate() error {
+	if len(k.Brokers) == 0 {
+		return errors.New("kafka config: no brokers")
+	}
+	return nil
+}
+
+func (k KafkaConfig) clientID() string {
+	if k.ClientID == "" {
+		return "sluice"
+	}
+	return k.ClientID
+}
+
+func (k KafkaConfig) transport() *kafka.Transport {
+	return &kafka.Transport{
+		ClientID:    k.clientID(),
+		TLS:         k.TLS,
+		SASL:        k.SASL,
+		DialTimeout: 5 * time.Second,
+		// Metadata is refreshed often so that partitions added to the topic are seen.
+		MetadataTTL: 10 * time.Second,
+	}
+}
+
+func (k KafkaConfig) dialer() *kafka.Dialer {
+	return &kafka.Dialer{
+		ClientID:      k.clientID(),
+		Timeout:       5 * time.Second,
+		DualStack:     true,
+		TLS:           k.TLS,
+		SASLMechanism: k.SASL,
+	}
+}
+
+func (k KafkaConfig) client(timeout time.Duration) *kafka.Client {
+	return &kafka.Client{
+		Addr:      kafka.TCP(k.Brokers...),
+		Timeout:   timeout,
+		Transport: k.transport(),
+	}
+}
+
+// addr is the first broker as a net.Addr, for requests that kafka-go sends to one broker.
+func (k KafkaConfig) addr() net.Addr { return kafka.TCP(k.Brokers...) }

@@ -1,0 +1,218 @@
+package throttle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// TopicSpec describes the throttle topic. The zero value of each field takes the default
+// noted beside it; DefaultTopicSpec returns them filled in.
+type TopicSpec struct {
+	Name       string // default "sluice.throttles"
+	Partitions int    // default 6; never change it later (keys would move partition)
+	// ReplicationFactor and MinInsyncReplicas are capped by the cluster's size, so the
+	// same defaults work on a one-broker development cluster.
+	ReplicationFactor int // default 3
+	MinInsyncReplicas int // default 2
+	// DeleteRetention is how long a tombstone stays readable. It must exceed the longest
+	// time a reader takes to reach the head of the topic, or a slow reader that misses
+	// the tombstone keeps the deleted throttle forever.
+	DeleteRetention time.Duration // default 24h
+	// SegmentMs and MaxCompactionLag bound how long records wait in the active segment
+	// (which is never compacted), and so how much a rebuild reads.
+	SegmentMs        time.Duration // default 1h
+	MaxCompactionLag time.Duration // default 6h
+	// MinCompactionLag keeps every record in the log at least this long. Publishers rely
+	// on it: a throttle hidden behind a stale expiry tombstone is re-published within
+	// this time, before compaction could drop it (see Publisher).
+	MinCompactionLag time.Duration // default 10m
+}
+
+// DefaultTopic is the throttle topic's default name.
+const DefaultTopic = "sluice.throttles"
+
+// DefaultTopicSpec returns the production defaults.
+func DefaultTopicSpec() TopicSpec {
+	var s TopicSpec
+	s.fill()
+	return s
+}
+
+func (s *TopicSpec) fill() {
+	if s.Name == "" {
+		s.Name = DefaultTopic
+	}
+	if s.Partitions <= 0 {
+		s.Partitions = 6
+	}
+	if s.ReplicationFactor <= 0 {
+		s.ReplicationFactor = 3
+	}
+	if s.MinInsyncReplicas <= 0 {
+		s.MinInsyncReplicas = 2
+	}
+	if s.DeleteRetention <= 0 {
+		s.DeleteRetention = 24 * time.Hour
+	}
+	if s.SegmentMs <= 0 {
+		s.SegmentMs = time.Hour
+	}
+	if s.MaxCompactionLag <= 0 {
+		s.MaxCompactionLag = 6 * time.Hour
+	}
+	if s.MinCompactionLag <= 0 {
+		s.MinCompactionLag = 10 * time.Minute
+	}
+}
+
+// Configs returns the topic-level configs EnsureTopic sets, for a replication factor of
+// rf (MinInsyncReplicas is capped below it).
+func (s TopicSpec) Configs(rf int) map[string]string {
+	s.fill()
+	isr := s.MinInsyncReplicas
+	if isr > rf-1 {
+		isr = max(rf-1, 1)
+	}
+	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+	return map[string]string{
+		"cleanup.policy":        "compact",
+		"min.insync.replicas":   strconv.Itoa(isr),
+		"delete.retention.ms":   ms(s.DeleteRetention),
+		"segment.ms":            ms(s.SegmentMs),
+		"max.compaction.lag.ms": ms(s.MaxCompactionLag),
+		"min.compaction.lag.ms": ms(s.MinCompactionLag),
+		// Uncompressed on purpose: kafka-go's reader can loop forever on a compressed
+		// batch whose tail records were compacted away (segmentio/kafka-go #1416, #874,
+		// #1393; fix #1411 unmerged). Throttle records are small and few.
+		"compression.type": "uncompressed",
+		// A leader that was not in sync could lose acknowledged throttles.
+		"unclean.leader.election.enable": "false",
+	}
+}
+
+// TopicInfo is what EnsureTopic found or made.
+type TopicInfo struct {
+	Name              string
+	Partitions        int
+	ReplicationFactor int
+	Created           bool
+	// Warnings lists problems that do not stop a service, such as a partition count
+	// other than the spec's. The caller logs them.
+	Warnings []string
+}
+
+// EnsureTopic creates the compacted throttle topic, or checks an existing one. It refuses
+// (ErrNotCompacted) a topic whose cleanup.policy is not exactly "compact": a delete
+// policy would silently drop throttles by age. A partition count that differs from the
+// spec is reported in TopicInfo.Warnings, not changed: repartitioning a keyed compacted
+// topic strands old values and tombstones.
+func EnsureTopic(ctx context.Context, kc KafkaConfig, spec TopicSpec) (TopicInfo, error) {
+	if err := kc.validate(); err != nil {
+		return TopicInfo{}, err
+	}
+	spec.fill()
+	cl := kc.client(10 * time.Second)
+
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{spec.Name}})
+	if err != nil {
+		return TopicInfo{}, fmt.Errorf("ensure topic %s: metadata: %w", spec.Name, err)
+	}
+	rf := min(spec.ReplicationFactor, max(len(meta.Brokers), 1))
+	info := TopicInfo{Name: spec.Name}
+
+	if !topicExists(meta, spec.Name) {
+		entries := []kafka.ConfigEntry{}
+		for k, v := range spec.Configs(rf) {
+			entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+		}
+		resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+			Topic: spec.Name, NumPartitions: spec.Partitions, ReplicationFactor: rf, ConfigEntries: entries,
+		}}})
+		if err != nil {
+			return info, fmt.Errorf("ensure topic %s: create: %w", spec.Name, err)
+		}
+		// kafka-go reports per-topic failures in the response, not in err. Another
+		// instance creating the topic at the same moment is fine: check it below.
+		if terr := resp.Errors[spec.Name]; terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
+			return info, fmt.Errorf("ensure topic %s: create: %w", spec.Name, terr)
+		} else if terr == nil {
+			info.Created = true
+		}
+		if meta, err = waitForTopic(ctx, cl, spec.Name); err != nil {
+			return info, err
+		}
+	}
+
+	for _, t := range meta.Topics {
+		if t.Name == spec.Name {
+			info.Partitions = len(t.Partitions)
+			if len(t.Partitions) > 0 {
+				info.ReplicationFactor = len(t.Partitions[0].Replicas)
+			}
+		}
+	}
+	if info.Partitions != spec.Partitions {
+		info.Warnings = append(info.Warnings, fmt.Sprintf(
+			"topic %s has %d partitions, expected %d; keeping it as it is (repartitioning a compacted topic moves keys)",
+			spec.Name, info.Partitions, spec.Partitions))
+	}
+
+	policy, err := topicConfig(ctx, cl, spec.Name, "cleanup.policy")
+	if err != nil {
+		return info, err
+	}
+	if policy != "compact" {
+		return info, fmt.Errorf("%w: topic %s has cleanup.policy=%q, want \"compact\"", ErrNotCompacted, spec.Name, policy)
+	}
+	return info, nil
+}
+
+func topicExists(meta *kafka.MetadataResponse, name string) bool {
+	for _, t := range meta.Topics {
+		if t.Name == name && t.Error == nil && len(t.Partitions) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// waitForTopic polls metadata until a just-created topic shows its partitions.
+func waitForTopic(ctx context.Context, cl *kafka.Client, name string) (*kafka.MetadataResponse, error) {
+	for {
+		meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
+		if err == nil && topicExists(meta, name) {
+			return meta, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ensure topic %s: wait for metadata: %w", name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// topicConfig reads one config of a topic back from the broker.
+func topicConfig(ctx context.Context, cl *kafka.Client, topic, name string) (string, error) {
+	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{name},
+	}}})
+	if err != nil {
+		return "", fmt.Errorf("describe configs of %s: %w", topic, err)
+	}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return "", fmt.Errorf("describe configs of %s: %w", topic, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName == name {
+				return e.ConfigValue, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("describe configs of %s: %s not returned", topic, name)
+}

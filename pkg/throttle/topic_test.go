@@ -1,0 +1,110 @@
+package throttle_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
+)
+
+func describe(t *testing.T, s *throttletest.Stack, topic string) map[string]string {
+	t.Helper()
+	cl := &kafka.Client{Addr: kafka.TCP(s.Brokers()...), Timeout: 5 * time.Second}
+	resp, err := cl.DescribeConfigs(t.Context(), &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range resp.Resources[0].ConfigEntries {
+		got[e.ConfigName] = e.ConfigValue
+	}
+	return got
+}
+
+func TestEnsureTopic(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	t.Run("fresh topic", func(t *testing.T) {
+		info, err := throttle.EnsureTopic(ctx, s.Kafka(), throttle.TopicSpec{Name: "fresh", Partitions: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !info.Created || info.Partitions != 4 || info.ReplicationFactor != 1 || len(info.Warnings) != 0 {
+			t.Fatalf("got %+v, want created, 4 partitions, replication capped to 1, no warnings", info)
+		}
+		got := describe(t, s, "fresh")
+		for k, want := range map[string]string{
+			"cleanup.policy":      "compact",
+			"compression.type":    "uncompressed",
+			"delete.retention.ms": "86400000",
+			"min.insync.replicas": "1", // capped by the one-broker cluster
+		} {
+			if got[k] != want {
+				t.Errorf("config %s: got %q, want %q", k, got[k], want)
+			}
+		}
+	})
+	t.Run("existing good topic", func(t *testing.T) {
+		info, err := throttle.EnsureTopic(ctx, s.Kafka(), throttle.TopicSpec{Name: "fresh", Partitions: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Created || len(info.Warnings) != 0 {
+			t.Fatalf("got %+v, want an existing topic and no warnings", info)
+		}
+	})
+	t.Run("existing topic, other partition count", func(t *testing.T) {
+		info, err := throttle.EnsureTopic(ctx, s.Kafka(), throttle.TopicSpec{Name: "fresh", Partitions: 6})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Partitions != 4 || len(info.Warnings) != 1 || !strings.Contains(info.Warnings[0], "4 partitions, expected 6") {
+			t.Fatalf("got %+v, want a warning naming 4 and 6 partitions", info)
+		}
+	})
+	t.Run("non-compacted topic", func(t *testing.T) {
+		cl := &kafka.Client{Addr: kafka.TCP(s.Brokers()...), Timeout: 5 * time.Second}
+		resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+			Topic: "deleting", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "delete"}},
+		}}})
+		if err != nil || resp.Errors["deleting"] != nil {
+			t.Fatalf("create: %v %v", err, resp.Errors)
+		}
+		_, err = throttle.EnsureTopic(ctx, s.Kafka(), throttle.TopicSpec{Name: "deleting", Partitions: 1})
+		if !errors.Is(err, throttle.ErrNotCompacted) {
+			t.Fatalf("got %v, want ErrNotCompacted", err)
+		}
+	})
+	t.Run("broker unreachable", func(t *testing.T) {
+		short, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := throttle.EnsureTopic(short, throttle.KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, throttle.TopicSpec{})
+		if err == nil {
+			t.Fatal("got nil, want an error")
+		}
+	})
+}
+
+func TestTopicConfigsCapInsync(t *testing.T) {
+	tests := []struct {
+		rf, isr int
+		want    string
+	}{{3, 2, "2"}, {2, 2, "1"}, {1, 2, "1"}, {5, 3, "3"}}
+	for _, tt := range tests {
+		got := throttle.TopicSpec{MinInsyncReplicas: tt.isr}.Configs(tt.rf)["min.insync.replicas"]
+		if got != tt.want {
+			t.Errorf("rf %d isr %d: got %s, want %s", tt.rf, tt.isr, got, tt.want)
+		}
+	}
+}
