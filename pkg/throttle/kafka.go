@@ -54,14 +54,17 @@ func (k KafkaConfig) clientID() string {
 	return k.ClientID
 }
 
-func (k KafkaConfig) transport() *kafka.Transport {
+func (k KafkaConfig) transport() *kafka.Transport { return k.transportTTL(10 * time.Second) }
+
+// transportTTL is transport with a metadata cache of ttl: kafka-go's Client answers
+// metadata requests from that cache, so a reader of topology changes needs it short.
+func (k KafkaConfig) transportTTL(ttl time.Duration) *kafka.Transport {
 	return &kafka.Transport{
 		ClientID:    k.clientID(),
 		TLS:         k.TLS,
 		SASL:        k.SASL,
 		DialTimeout: 5 * time.Second,
-		// Metadata is refreshed often so that partitions added to the topic are seen.
-		MetadataTTL: 10 * time.Second,
+		MetadataTTL: ttl,
 	}
 }
 

@@ -269,7 +269,12 @@ func (s *Stack) CreateTopic(tb testing.TB, name string, partitions int) {
 // caller), synchronously, bypassing every check of the Publisher: for poison records and
 // hand-made logs.
 func (s *Stack) Produce(ctx context.Context, topic string, msgs ...kafka.Message) error {
+	// A transport of its own: kafka-go's default one caches metadata for seconds, and a
+	// test that adds partitions must see them.
+	tr := &kafka.Transport{MetadataTTL: 50 * time.Millisecond}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
+		Transport:    tr,
 		Addr:         kafka.TCP(s.Brokers()...),
 		Topic:        topic,
 		RequiredAcks: kafka.RequireAll,

@@ -1,0 +1,586 @@
+package throttle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+)
+
+// A Follower reads every partition of a compacted topic from its first offset, knows when
+// it has caught up with the end of the log as it was at start, and then follows new
+// records. It hands each record, in order per partition, to one apply function: the same
+// path while rebuilding and while tailing.
+//
+// It uses no consumer group: every instance reads the whole topic, which is what a local
+// copy of a compacted topic needs. Table is a Follower that keeps throttles; services use
+// Followers directly for other small compacted topics (ingestion's membership topic).
+type Follower struct {
+	kc    KafkaConfig
+	topic string
+	apply ApplyFunc
+	cfg   followerConfig
+
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	mu    sync.Mutex // guards parts and started
+	parts map[int]*partition
+
+	started atomic.Bool
+	fresh   atomic.Bool // false while the broker cannot be reached
+}
+
+// ApplyFunc applies one record. It runs on the partition's goroutine, so records of a
+// partition are applied in offset order. A returned error means "not now": the Follower
+// retries the same record with backoff and reads nothing further from that partition
+// until it succeeds. Records that can never be applied (poison) must be counted and
+// skipped by the function itself, returning nil.
+type ApplyFunc func(ctx context.Context, msg kafka.Message) error
+
+// Option configures a Follower or a Table. Options that only make sense for a Table are
+// ignored by a Follower.
+type Option interface{ apply(*options) }
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+type options struct {
+	followerConfig
+	tableConfig
+}
+
+type followerConfig struct {
+	log            *zap.Logger
+	pollInterval   time.Duration // watermarks, freshness, stall checks
+	metadataEvery  time.Duration // look for added partitions
+	stallTimeout   time.Duration
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	maxWait        time.Duration
+	onCaughtUpHook func()
+}
+
+func defaultFollowerConfig() followerConfig {
+	return followerConfig{
+		log:           zap.NewNop(),
+		pollInterval:  time.Second,
+		metadataEvery: 10 * time.Second,
+		stallTimeout:  10 * time.Second,
+		backoffMin:    100 * time.Millisecond,
+		backoffMax:    5 * time.Second,
+		maxWait:       500 * time.Millisecond,
+	}
+}
+
+// WithLogger sets the logger (default: none).
+func WithLogger(l *zap.Logger) Option {
+	return optionFunc(func(c *options) {
+		if l != nil {
+			c.log = l
+		}
+	})
+}
+
+// WithPollInterval sets how often high watermarks are read, which drives lag figures,
+// freshness and the stall watchdog (default 1s).
+func WithPollInterval(d time.Duration) Option {
+	return optionFunc(func(c *options) { c.pollInterval = d })
+}
+
+// WithPartitionDiscovery sets how often the topic's partition count is checked, so that
+// partitions added later are read too (default 10s).
+func WithPartitionDiscovery(d time.Duration) Option {
+	return optionFunc(func(c *options) { c.metadataEvery = d })
+}
+
+// WithStallTimeout sets how long a partition may stay behind its high watermark without
+// advancing before its reader is re-created (default 10s).
+func WithStallTimeout(d time.Duration) Option {
+	return optionFunc(func(c *options) { c.stallTimeout = d })
+}
+
+// WithBackoff sets the reconnect and retry backoff bounds (default 100ms to 5s).
+func WithBackoff(lo, hi time.Duration) Option {
+	return optionFunc(func(c *options) { c.backoffMin, c.backoffMax = lo, hi })
+}
+
+// NewFollower returns a Follower of topic. Run starts it.
+func NewFollower(kc KafkaConfig, topic string, apply ApplyFunc, opts ...Option) (*Follower, error) {
+	return newFollower(kc, topic, apply, buildOptions(opts))
+}
+
+func buildOptions(opts []Option) options {
+	o := options{followerConfig: defaultFollowerConfig(), tableConfig: defaultTableConfig()}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	return o
+}
+
+func newFollower(kc KafkaConfig, topic string, apply ApplyFunc, o options) (*Follower, error) {
+	if err := kc.validate(); err != nil {
+		return nil, err
+	}
+	if topic == "" {
+		return nil, errors.New("new follower: topic is empty")
+	}
+	if apply == nil {
+		return nil, errors.New("new follower: apply is nil")
+	}
+	cfg := o.followerConfig
+	if cfg.pollInterval <= 0 || cfg.stallTimeout <= 0 || cfg.metadataEvery <= 0 || cfg.backoffMin <= 0 || cfg.backoffMax < cfg.backoffMin {
+		return nil, errors.New("new follower: intervals must be positive and backoff min <= max")
+	}
+	return &Follower{
+		kc: kc, topic: topic, apply: apply, cfg: cfg,
+		ready: make(chan struct{}),
+		parts: map[int]*partition{},
+	}, nil
+}
+
+// partition is the state of one partition's reader. position is the next offset to
+// read; end is the log end taken when the partition was first seen, the offset the
+// partition must reach to count as caught up.
+type partition struct {
+	id       int
+	end      int64
+	position atomic.Int64
+	hwm      atomic.Int64
+	caughtUp atomic.Bool
+	lastMove atomic.Int64 // unix nanos of the last advance of position
+	restarts atomic.Int64
+	kick     chan int64 // watchdog → reader: re-create the reader at this offset
+}
+
+// PartitionProgress is one partition's reading progress.
+type PartitionProgress struct {
+	Partition int
+	Position  int64 // next offset to read
+	End       int64 // end offset to reach for readiness (taken at start)
+	// HighWatermark is the latest known end of the log; Lag is HighWatermark - Position.
+	HighWatermark int64
+	Lag           int64
+	CaughtUp      bool
+	Restarts      int64 // readers re-created by the watchdog or after errors
+}
+
+// Progress returns each partition's progress, by partition number.
+func (f *Follower) Progress() []PartitionProgress {
+	f.mu.Lock()
+	out := make([]PartitionProgress, 0, len(f.parts))
+	for _, p := range f.parts {
+		pos, hwm := p.position.Load(), p.hwm.Load()
+		out = append(out, PartitionProgress{
+			Partition: p.id, Position: pos, End: p.end, HighWatermark: hwm,
+			Lag: max(hwm-pos, 0), CaughtUp: p.caughtUp.Load(), Restarts: p.restarts.Load(),
+		})
+	}
+	f.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Partition < out[j].Partition })
+	return out
+}
+
+// Ready reports whether every partition has reached the end offset it had at start.
+func (f *Follower) Ready() bool {
+	select {
+	case <-f.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitReady blocks until the Follower is ready or ctx ends.
+func (f *Follower) WaitReady(ctx context.Context) error {
+	select {
+	case <-f.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for %s to catch up: %w", f.topic, ctx.Err())
+	}
+}
+
+// Fresh reports whether the last contact with the broker succeeded. A ready Follower that
+// is not fresh serves what it last knew (fail-static).
+func (f *Follower) Fresh() bool { return f.fresh.Load() }
+
+// Run reads the topic until ctx ends, then returns nil. It returns an error only for
+// misuse (Run called twice). Broker failures are retried forever with backoff.
+func (f *Follower) Run(ctx context.Context) error {
+	if f.started.Swap(true) {
+		return errors.New("follower: Run called twice")
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	cl := f.kc.client(10 * time.Second)
+	cl.Transport = f.kc.transportTTL(f.cfg.metadataEvery / 2) // see partitions added since
+	log := f.cfg.log.With(zap.String("topic", f.topic))
+
+	// The snapshot of end offsets that readiness is measured against.
+	backoff := f.cfg.backoffMin
+	for {
+		err := f.discover(ctx, cl, &wg, log)
+		if err == nil {
+			break
+		}
+		f.fresh.Store(false)
+		log.Warn("read partitions and end offsets; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(backoff*2, f.cfg.backoffMax)
+	}
+	f.fresh.Store(true)
+	f.checkReady()
+
+	poll := time.NewTicker(f.cfg.pollInterval)
+	defer poll.Stop()
+	lastDiscover := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		}
+		if time.Since(lastDiscover) >= f.cfg.metadataEvery {
+			lastDiscover = time.Now()
+			if err := f.discover(ctx, cl, &wg, log); err != nil && ctx.Err() == nil {
+				log.Warn("look for added partitions", zap.Error(err))
+			}
+		}
+		f.watch(ctx, cl, log)
+	}
+}
+
+// discover lists the topic's partitions and starts a reader for each one not yet read,
+// taking its end offset as the point it must reach to count as caught up.
+func (f *Follower) discover(ctx context.Context, cl *kafka.Client, wg *sync.WaitGroup, log *zap.Logger) error {
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{f.topic}})
+	if err != nil {
+		return fmt.Errorf("metadata of %s: %w", f.topic, err)
+	}
+	var ids []int
+	for _, t := range meta.Topics {
+		if t.Name != f.topic {
+			continue
+		}
+		if t.Error != nil {
+			return fmt.Errorf("metadata of %s: %w", f.topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			ids = append(ids, p.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("metadata of %s: topic has no partitions (does it exist?)", f.topic)
+	}
+	f.mu.Lock()
+	var fresh []int
+	for _, id := range ids {
+		if _, ok := f.parts[id]; !ok {
+			fresh = append(fresh, id)
+		}
+	}
+	f.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	offs, err := f.listOffsets(ctx, cl, fresh)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range fresh {
+		o := offs[id]
+		p := &partition{id: id, end: o.LastOffset, kick: make(chan int64, 1)}
+		p.position.Store(o.FirstOffset)
+		p.hwm.Store(o.LastOffset)
+		p.lastMove.Store(time.Now().UnixNano())
+		if o.FirstOffset >= o.LastOffset {
+			p.caughtUp.Store(true) // empty: caught up at once, and no message will say so
+		}
+		f.parts[id] = p
+		if f.started.Load() && len(f.parts) > len(fresh) {
+			log.Info("partition added to topic", zap.Int("partition", id))
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.readPartition(ctx, p, log.With(zap.Int("partition", id)))
+		}()
+	}
+	return nil
+}
+
+// listOffsets returns first and last offsets of the given partitions, failing when any
+// partition reports an error (the first call after a broker restart can).
+func (f *Follower) listOffsets(ctx context.Context, cl *kafka.Client, ids []int) (map[int]kafka.PartitionOffsets, error) {
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(ids))
+	for _, id := range ids {
+		reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
+	}
+	resp, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{f.topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", f.topic, err)
+	}
+	out := map[int]kafka.PartitionOffsets{}
+	for _, po := range resp.Topics[f.topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("list offsets of %s/%d: %w", f.topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po
+	}
+	for _, id := range ids {
+		if _, ok := out[id]; !ok {
+			return nil, fmt.Errorf("list offsets of %s/%d: no answer", f.topic, id)
+		}
+	}
+	return out, nil
+}
+
+// watch refreshes high watermarks (for lag and freshness) and restarts stalled readers.
+func (f *Follower) watch(ctx context.Context, cl *kafka.Client, log *zap.Logger) {
+	f.mu.Lock()
+	parts := make([]*partition, 0, len(f.parts))
+	ids := make([]int, 0, len(f.parts))
+	for id, p := range f.parts {
+		parts = append(parts, p)
+		ids = append(ids, id)
+	}
+	f.mu.Unlock()
+	offs, err := f.listOffsets(ctx, cl, ids)
+	if err != nil {
+		if ctx.Err() == nil && f.fresh.Swap(false) {
+			log.Warn("broker unreachable; serving last known state", zap.Error(err))
+		}
+		return
+	}
+	if !f.fresh.Swap(true) {
+		log.Info("broker reachable again")
+	}
+	now := time.Now()
+	for _, p := range parts {
+		o := offs[p.id]
+		p.hwm.Store(o.LastOffset)
+		pos := p.position.Load()
+		if pos >= o.LastOffset {
+			p.lastMove.Store(now.UnixNano())
+			f.markCaughtUp(p, pos)
+			continue
+		}
+		if now.Sub(time.Unix(0, p.lastMove.Load())) < f.cfg.stallTimeout {
+			continue
+		}
+		// Behind and not moving. Either the reader is stuck, or the rest of the log
+		// below the high watermark was removed (compaction or retention): restart the
+		// reader where there is something to read.
+		next := max(pos, o.FirstOffset)
+		if !f.hasRecordsAt(ctx, cl, p.id, next) {
+			next = o.LastOffset
+		}
+		log.Warn("partition stalled behind its high watermark; re-creating its reader",
+			zap.Int("partition", p.id), zap.Int64("position", pos), zap.Int64("high_watermark", o.LastOffset),
+			zap.Int64("restart_at", next))
+		p.lastMove.Store(now.UnixNano())
+		select {
+		case p.kick <- next:
+		default:
+		}
+	}
+}
+
+// hasRecordsAt reports whether a fetch at offset returns any record.
+func (f *Follower) hasRecordsAt(ctx context.Context, cl *kafka.Client, part int, offset int64) bool {
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := cl.Fetch(fctx, &kafka.FetchRequest{Topic: f.topic, Partition: part, Offset: offset, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
+	if err != nil || resp.Error != nil || resp.Records == nil {
+		return true // can't tell: a plain reader restart is the safe choice
+	}
+	_, err = resp.Records.ReadRecord()
+	return err == nil
+}
+
+func (f *Follower) markCaughtUp(p *partition, pos int64) {
+	if pos >= p.end && !p.caughtUp.Load() {
+		p.caughtUp.Store(true)
+		f.checkReady()
+	}
+}
+
+func (f *Follower) checkReady() {
+	if f.Ready() {
+		return
+	}
+	f.mu.Lock()
+	all := len(f.parts) > 0
+	for _, p := range f.parts {
+		if !p.caughtUp.Load() {
+			all = false
+			break
+		}
+	}
+	f.mu.Unlock()
+	if all {
+		f.readyOnce.Do(func() {
+			f.cfg.log.Info("caught up", zap.String("topic", f.topic))
+			if f.cfg.onCaughtUpHook != nil {
+				f.cfg.onCaughtUpHook()
+			}
+			close(f.ready)
+		})
+	}
+}
+
+// readPartition reads one partition until ctx ends, re-creating its reader after errors
+// and when the watchdog asks, always from the next offset not yet applied.
+func (f *Follower) readPartition(ctx context.Context, p *partition, log *zap.Logger) {
+	backoff := f.cfg.backoffMin
+	for ctx.Err() == nil {
+		err := f.readFrom(ctx, p, log)
+		if ctx.Err() != nil {
+			return
+		}
+		p.restarts.Add(1)
+		if err != nil {
+			log.Warn("partition reader failed; re-creating it", zap.Error(err),
+				zap.Int64("offset", p.position.Load()), zap.Duration("backoff", backoff))
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, f.cfg.backoffMax)
+		} else {
+			backoff = f.cfg.backoffMin
+		}
+	}
+}
+
+func (f *Follower) readFrom(ctx context.Context, p *partition, log *zap.Logger) error {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:   f.kc.Brokers,
+		Topic:     f.topic,
+		Partition: p.id,
+		Dialer:    f.kc.dialer(),
+		MinBytes:  1,
+		MaxBytes:  16 << 20,
+		// The broker answers as soon as a record arrives; MaxWait only bounds an idle poll.
+		MaxWait:        f.cfg.maxWait,
+		ReadBackoffMin: f.cfg.backoffMin,
+		ReadBackoffMax: f.cfg.backoffMax,
+		// Surface OffsetOutOfRange instead of retrying it forever: compaction or
+		// retention can move the log start past our position.
+		OffsetOutOfRangeError: true,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			// kafka-go retries connection errors inside the reader; this is where they
+			// become visible. Freshness is judged by the watchdog's own requests.
+			log.Debug("kafka-go reader", zap.String("detail", fmt.Sprintf(msg, args...)))
+		}),
+	})
+	defer r.Close()
+	if err := r.SetOffset(p.position.Load()); err != nil {
+		return fmt.Errorf("set offset of %s/%d: %w", f.topic, p.id, err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	kicked := make(chan int64, 1)
+	go func() { // ends with rctx
+		select {
+		case off := <-p.kick:
+			kicked <- off
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	for {
+		msg, err := r.FetchMessage(rctx)
+		if err != nil {
+			select {
+			case off := <-kicked:
+				p.position.Store(max(off, p.position.Load()))
+				f.markCaughtUp(p, p.position.Load())
+				return nil
+			default:
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, kafka.OffsetOutOfRange) {
+				return f.outOfRange(ctx, p, log)
+			}
+			return fmt.Errorf("fetch %s/%d@%d: %w", f.topic, p.id, p.position.Load(), err)
+		}
+		if err := f.applyWithRetry(rctx, msg, log); err != nil {
+			continue // rctx ended: the select above sorts out why
+		}
+		p.position.Store(msg.Offset + 1)
+		p.lastMove.Store(time.Now().UnixNano())
+		if msg.HighWaterMark > p.hwm.Load() {
+			p.hwm.Store(msg.HighWaterMark)
+		}
+		f.markCaughtUp(p, msg.Offset+1)
+	}
+}
+
+// outOfRange repositions a partition whose position left the log: below the log start
+// (records removed by compaction or retention: nothing there to apply) it moves to the
+// start; above the end (the broker lost data) it re-reads from the start.
+func (f *Follower) outOfRange(ctx context.Context, p *partition, log *zap.Logger) error {
+	cl := f.kc.client(10 * time.Second)
+	offs, err := f.listOffsets(ctx, cl, []int{p.id})
+	if err != nil {
+		return err
+	}
+	o, pos := offs[p.id], p.position.Load()
+	if pos > o.LastOffset {
+		log.Error("partition is shorter than what was read: the broker lost records; re-reading from its start",
+			zap.Int64("position", pos), zap.Int64("log_end", o.LastOffset))
+	} else {
+		log.Info("position below the log start; moving to it", zap.Int64("position", pos), zap.Int64("log_start", o.FirstOffset))
+	}
+	p.position.Store(o.FirstOffset)
+	f.markCaughtUp(p, o.FirstOffset)
+	return nil
+}
+
+// applyWithRetry applies msg, retrying with backoff while apply says "not now".
+func (f *Follower) applyWithRetry(ctx context.Context, msg kafka.Message, log *zap.Logger) error {
+	backoff := f.cfg.backoffMin
+	for {
+		err := f.apply(ctx, msg)
+		if err == nil {
+			return nil
+		}
+		log.Warn("apply record failed; retrying the same record",
+			zap.Int64("offset", msg.Offset), zap.Error(err), zap.Duration("backoff", backoff))
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, f.cfg.backoffMax)
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether the full d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,445 @@
+package throttle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+)
+
+// HeaderExpires is the header an expiry tombstone carries: the id of the throttle it
+// expires. A tombstone whose header names another id than the customer's current
+// throttle is stale (it was decided before a renewal landed) and does not delete it.
+// Tombstones without the header (an operator's lift) always delete.
+const HeaderExpires = "sluice-expires-id"
+
+// ChangeKind says what happened to a customer's throttle.
+type ChangeKind uint8
+
+const (
+	// ChangeSet: a throttle was set or replaced.
+	ChangeSet ChangeKind = iota + 1
+	// ChangeLifted: a tombstone removed the throttle.
+	ChangeLifted
+	// ChangeExpired: the throttle passed its expiry and the table forgot it.
+	ChangeExpired
+	// ChangeStaleTombstone: an expiry tombstone named an older throttle than the
+	// customer's current one and was ignored. The log now has that tombstone after the
+	// current throttle, so compaction would drop the throttle: its publisher must write
+	// it again (Sweeper does).
+	ChangeStaleTombstone
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case ChangeSet:
+		return "set"
+	case ChangeLifted:
+		return "lifted"
+	case ChangeExpired:
+		return "expired"
+	case ChangeStaleTombstone:
+		return "stale_tombstone"
+	}
+	return "unknown"
+}
+
+// Change is one change of the table, handed to the observer.
+type Change struct {
+	Kind     ChangeKind
+	Customer string
+	// Record is the throttle set (ChangeSet), removed (ChangeLifted, ChangeExpired), or
+	// kept (ChangeStaleTombstone). For a lift of a customer the table did not hold, it
+	// is the zero Record.
+	Record Record
+	// Age is now minus the Kafka record's timestamp: the propagation delay from the
+	// publisher to this table. Zero for ChangeExpired.
+	Age       time.Duration
+	Partition int
+	Offset    int64 // -1 for ChangeExpired
+	// Rebuilding is true for records read before the table was first ready.
+	Rebuilding bool
+}
+
+type tableConfig struct {
+	observer   func(Change)
+	clock      func() time.Time
+	sweepEvery time.Duration
+}
+
+func defaultTableConfig() tableConfig {
+	return tableConfig{clock: time.Now, sweepEvery: time.Second}
+}
+
+// WithObserver registers a function called for every change, on the goroutine that
+// applied it. It must be quick and must not call back into the table's writers.
+func WithObserver(fn func(Change)) Option {
+	return optionFunc(func(o *options) { o.observer = fn })
+}
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Option {
+	return optionFunc(func(o *options) {
+		if now != nil {
+			o.clock = now
+		}
+	})
+}
+
+// WithExpirySweep sets how often expired throttles are forgotten (default 1s). Lookups
+// treat a throttle as absent from its expiry on regardless.
+func WithExpirySweep(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.sweepEvery = d })
+}
+
+const shardCount = 256
+
+// Table is a local copy of the throttle topic: the latest active throttle per customer.
+// It rebuilds itself by reading every partition from offset zero, is ready once it has
+// reached the end offsets the partitions had at start, and then follows new records.
+//
+// Lookup is lock-free and allocation-free: each of 256 shards publishes an immutable map
+// through an atomic pointer. Before the table is ready, writers fill plain maps and
+// Lookup sees nothing; at ready those maps are handed to readers as they are, and from
+// then on a write copies its one shard (throttles change rarely; lookups happen on every
+// event).
+type Table struct {
+	topic    string
+	codec    *Codec
+	cfg      tableConfig
+	log      *zap.Logger
+	follower *Follower
+	seed     maphash.Seed
+	shards   [shardCount]shard
+
+	poison   [len(poisonReasons)]atomic.Int64
+	retries  atomic.Int64 // records retried because the registry was unavailable
+	applied  atomic.Int64
+	sweepRun sync.Mutex // one sweep at a time
+}
+
+var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch"}
+
+type shard struct {
+	mu        sync.Mutex                         // writers only
+	building  map[string]*Record                 // before ready: written in place, not visible
+	published atomic.Pointer[map[string]*Record] // after ready: immutable, copied on write
+}
+
+// NewTable returns a table of the throttle topic. Run starts it.
+func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Table, error) {
+	if codec == nil {
+		return nil, errors.New("new table: codec is nil")
+	}
+	o := buildOptions(opts)
+	if o.sweepEvery <= 0 {
+		return nil, errors.New("new table: expiry sweep interval must be positive")
+	}
+	t := &Table{topic: topic, codec: codec, cfg: o.tableConfig, log: o.log.With(zap.String("topic", topic)), seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].building = map[string]*Record{}
+	}
+	o.onCaughtUpHook = t.publish
+	f, err := newFollower(kc, topic, t.apply, o)
+	if err != nil {
+		return nil, fmt.Errorf("new table: %w", err)
+	}
+	t.follower = f
+	return t, nil
+}
+
+// Run reads the topic until ctx ends, then returns nil. Broker and registry failures
+// are retried forever; meanwhile the table keeps serving what it knows.
+func (t *Table) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(t.cfg.sweepEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				t.sweep()
+			}
+		}
+	}()
+	return t.follower.Run(ctx)
+}
+
+// Ready reports whether the table has caught up with the topic.
+func (t *Table) Ready() bool { return t.follower.Ready() }
+
+// WaitReady blocks until the table is ready or ctx ends.
+func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitReady(ctx) }
+
+// Lookup returns the customer's active throttle. It never blocks and never allocates.
+// It returns nothing until the table is ready.
+func (t *Table) Lookup(customer string) (Record, bool) {
+	m := t.shards[t.shardOf(customer)].published.Load()
+	if m == nil {
+		return Record{}, false
+	}
+	r, ok := (*m)[customer]
+	if !ok || !t.cfg.clock().Before(r.ExpiresAt) {
+		return Record{}, false
+	}
+	return *r, true
+}
+
+// Active returns every active throttle, ordered by customer. Empty until ready.
+func (t *Table) Active() []Record {
+	now := t.cfg.clock()
+	var out []Record
+	for i := range t.shards {
+		if m := t.shards[i].published.Load(); m != nil {
+			for _, r := range *m {
+				if r.Active(now) {
+					out = append(out, *r)
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Customer < out[j].Customer })
+	return out
+}
+
+// TableStats describes the table for logs, metrics and status endpoints.
+type TableStats struct {
+	Topic string
+	Ready bool
+	// Fresh is false while the broker cannot be reached: the table then serves the
+	// throttles it last knew.
+	Fresh      bool
+	Active     int
+	Partitions []PartitionProgress
+	// Poison counts skipped records by reason: bad_magic, truncated, unknown_schema,
+	// bad_body, invalid, key_mismatch.
+	Poison map[string]int64
+	// RegistryRetries counts attempts to decode a record that failed because the
+	// registry could not be reached (the record was retried, not skipped).
+	RegistryRetries int64
+	Applied         int64
+}
+
+// Stats returns the table's current figures.
+func (t *Table) Stats() TableStats {
+	s := TableStats{
+		Topic: t.topic, Ready: t.Ready(), Fresh: t.follower.Fresh(),
+		Partitions: t.follower.Progress(), Poison: map[string]int64{},
+		RegistryRetries: t.retries.Load(), Applied: t.applied.Load(),
+	}
+	now := t.cfg.clock()
+	for i := range t.shards {
+		if m := t.shards[i].published.Load(); m != nil {
+			for _, r := range *m {
+				if r.Active(now) {
+					s.Active++
+				}
+			}
+		}
+	}
+	for i, name := range poisonReasons {
+		s.Poison[name] = t.poison[i].Load()
+	}
+	return s
+}
+
+func (t *Table) shardOf(customer string) uint64 {
+	return maphash.String(t.seed, customer) % shardCount
+}
+
+// apply is the one path for every record, while rebuilding and while tailing: a record
+// upserts, a tombstone deletes (unless it is a stale expiry tombstone), a poison record
+// is counted and skipped, and a record whose schema cannot be fetched right now is
+// retried by the Follower.
+func (t *Table) apply(_ context.Context, msg kafka.Message) error {
+	now := t.cfg.clock()
+	customer := string(msg.Key)
+	ch := Change{Customer: customer, Age: now.Sub(msg.Time), Partition: msg.Partition, Offset: msg.Offset, Rebuilding: !t.Ready()}
+
+	if msg.Value == nil { // a tombstone: never handed to the decoder
+		expires := headerValue(msg, HeaderExpires)
+		prev, kept := t.del(customer, expires)
+		switch {
+		case kept != nil:
+			ch.Kind, ch.Record = ChangeStaleTombstone, *kept
+		default:
+			ch.Kind = ChangeLifted
+			if prev != nil {
+				ch.Record = *prev
+			}
+		}
+		t.applied.Add(1)
+		t.notify(ch)
+		return nil
+	}
+
+	rec, err := t.codec.Decode(msg.Value)
+	if err == nil && rec.Customer != customer {
+		err = fmt.Errorf("record for customer %q under key %q", rec.Customer, customer)
+		t.skip(msg, "key_mismatch", err)
+		return nil
+	}
+	if err != nil {
+		if reason := PoisonReason(err); reason != "" {
+			t.skip(msg, reason, err)
+			return nil
+		}
+		t.retries.Add(1)
+		return fmt.Errorf("decode throttle at %s/%d@%d: %w", t.topic, msg.Partition, msg.Offset, err)
+	}
+	t.applied.Add(1)
+	if !rec.Active(now) {
+		// Already expired (a replay of old history): forget whatever the key held, which
+		// is older still.
+		if prev, _ := t.del(customer, ""); prev != nil {
+			t.notify(Change{Kind: ChangeExpired, Customer: customer, Record: *prev, Partition: msg.Partition, Offset: msg.Offset, Rebuilding: ch.Rebuilding})
+		}
+		return nil
+	}
+	t.set(customer, &rec)
+	ch.Kind, ch.Record = ChangeSet, rec
+	t.notify(ch)
+	return nil
+}
+
+func (t *Table) skip(msg kafka.Message, reason string, err error) {
+	for i, name := range poisonReasons {
+		if name == reason {
+			t.poison[i].Add(1)
+		}
+	}
+	t.log.Warn("skipping poison throttle record",
+		zap.Int("partition", msg.Partition), zap.Int64("offset", msg.Offset),
+		zap.ByteString("customer", msg.Key), zap.String("reason", reason), zap.Error(err))
+}
+
+func (t *Table) notify(c Change) {
+	if t.cfg.observer != nil {
+		t.cfg.observer(c)
+	}
+}
+
+func headerValue(msg kafka.Message, key string) string {
+	for _, h := range msg.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// set stores r as the customer's throttle.
+func (t *Table) set(customer string, r *Record) {
+	s := &t.shards[t.shardOf(customer)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.building != nil {
+		s.building[customer] = r
+		return
+	}
+	old := *s.published.Load()
+	next := make(map[string]*Record, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[customer] = r
+	s.published.Store(&next)
+}
+
+// del removes the customer's throttle. With expiresID set (an expiry tombstone), it
+// removes it only if it is that throttle; otherwise it keeps it and returns it as kept.
+func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
+	s := &t.shards[t.shardOf(customer)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.building
+	if m == nil {
+		m = *s.published.Load()
+	}
+	cur, ok := m[customer]
+	if !ok {
+		return nil, nil
+	}
+	if expiresID != "" && cur.ID != expiresID {
+		return nil, cur
+	}
+	if s.building != nil {
+		delete(s.building, customer)
+		return cur, nil
+	}
+	next := make(map[string]*Record, len(m))
+	for k, v := range m {
+		if k != customer {
+			next[k] = v
+		}
+	}
+	s.published.Store(&next)
+	return cur, nil
+}
+
+// publish hands the maps built while rebuilding to readers. It runs once, when the
+// Follower first catches up.
+func (t *Table) publish() {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		m := s.building
+		s.building = nil
+		s.published.Store(&m)
+		s.mu.Unlock()
+	}
+}
+
+// sweep forgets expired throttles, so memory does not grow with them.
+func (t *Table) sweep() {
+	t.sweepRun.Lock()
+	defer t.sweepRun.Unlock()
+	now := t.cfg.clock()
+	for i := range t.shards {
+		s := &t.shards[i]
+		var expired []*Record
+		s.mu.Lock()
+		if s.building != nil {
+			for k, r := range s.building {
+				if !r.Active(now) {
+					delete(s.building, k)
+					expired = append(expired, r)
+				}
+			}
+		} else {
+			m := *s.published.Load()
+			for _, r := range m {
+				if !r.Active(now) {
+					expired = append(expired, r)
+				}
+			}
+			if len(expired) > 0 {
+				next := make(map[string]*Record, len(m))
+				for k, r := range m {
+					if r.Active(now) {
+						next[k] = r
+					}
+				}
+				s.published.Store(&next)
+			}
+		}
+		s.mu.Unlock()
+		for _, r := range expired {
+			t.notify(Change{Kind: ChangeExpired, Customer: r.Customer, Record: *r, Offset: -1, Rebuilding: !t.Ready()})
+		}
+	}
+}
