@@ -226,7 +226,9 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer cancel()
 
 	cl := f.kc.client(10 * time.Second)
-	cl.Transport = f.kc.transportTTL(f.cfg.metadataEvery / 2) // see partitions added since
+	tr := f.kc.transportTTL(f.cfg.metadataEvery / 2) // short, to see partitions added since
+	defer tr.CloseIdleConnections()
+	cl.Transport = tr
 	log := f.cfg.log.With(zap.String("topic", f.topic))
 
 	// The snapshot of end offsets that readiness is measured against.
@@ -540,6 +542,7 @@ func (f *Follower) readFrom(ctx context.Context, p *partition, log *zap.Logger) 
 // start; above the end (the broker lost data) it re-reads from the start.
 func (f *Follower) outOfRange(ctx context.Context, p *partition, log *zap.Logger) error {
 	cl := f.kc.client(10 * time.Second)
+	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
 	offs, err := f.listOffsets(ctx, cl, []int{p.id})
 	if err != nil {
 		return err

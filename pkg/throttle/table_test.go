@@ -371,13 +371,15 @@ func TestTableExpiryWithoutTombstone(t *testing.T) {
 	wantLimit(t, tb, "acme", 5)
 	wantLimit(t, tb, "initech", -1) // expired records are never active, even on replay
 	advance(time.Minute)            // acme expires exactly now
-	wantLimit(t, tb, "acme", -1)
-	eventually(t, "acme forgotten", func() bool { mu.Lock(); defer mu.Unlock(); return len(expired) > 0 })
+	eventually(t, "acme no longer active", func() bool { _, ok := tb.Lookup("acme"); return !ok })
+	eventually(t, "acme forgotten", func() bool { mu.Lock(); defer mu.Unlock(); return len(expired) > 1 })
 	wantLimit(t, tb, "globex", 6)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(expired) != 1 || expired[0] != "acme" {
-		t.Fatalf("got expired %v, want [acme]", expired)
+	// initech is reported too (it expired before the rebuild read it), so a sweeper can
+	// tombstone a key that nobody tombstoned in time.
+	if len(expired) != 2 || expired[0] != "initech" || expired[1] != "acme" {
+		t.Fatalf("got expired %v, want [initech acme]", expired)
 	}
 }
 

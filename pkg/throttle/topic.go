@@ -117,6 +117,7 @@ func EnsureTopic(ctx context.Context, kc KafkaConfig, spec TopicSpec) (TopicInfo
 	}
 	spec.fill()
 	cl := kc.client(10 * time.Second)
+	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
 
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{spec.Name}})
 	if err != nil {

@@ -1,0 +1,121 @@
+package throttle
+
+import (
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// The hot path of every event. The baseline is what a service would write without this
+// package: a rate.Limiter per customer in a sync.Map.
+
+const benchCustomers = 100_000
+
+func benchTable(b *testing.B) (*Table, []string) {
+	b.Helper()
+	tb, err := NewTable(KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, "bench", &Codec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	names := make([]string, benchCustomers)
+	for i := range names {
+		names[i] = "customer-" + strconv.Itoa(i)
+		tb.set(names[i], &Record{ID: names[i], Customer: names[i], Limit: 20, Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Hour), SetBy: "bench"})
+	}
+	tb.publish()
+	return tb, names
+}
+
+func benchBaseline(names []string) *sync.Map {
+	var m sync.Map
+	for _, n := range names {
+		m.Store(n, rate.NewLimiter(rate.Limit(20.0/60), 20))
+	}
+	return &m
+}
+
+func missNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "stranger-" + strconv.Itoa(i)
+	}
+	return out
+}
+
+func BenchmarkLookup(b *testing.B) {
+	tb, hits := benchTable(b)
+	base := benchBaseline(hits)
+	misses := missNames(len(hits))
+	// "all" cycles through every key (each lookup is a cache miss: the worst case);
+	// "hot1k" cycles through 1,000 keys spread over the table, as a service sees its
+	// active customers again and again.
+	hot := func(names []string) []string {
+		out := make([]string, 0, 1000)
+		for i := 0; i < len(names); i += len(names) / 1000 {
+			out = append(out, names[i])
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name  string
+		names []string
+		want  bool
+	}{{"hit/all", hits, true}, {"miss/all", misses, false}, {"hit/hot1k", hot(hits), true}, {"miss/hot1k", hot(misses), false}} {
+		b.Run("table/"+c.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, ok := tb.Lookup(c.names[i%len(c.names)]); ok != c.want {
+					b.Fatal("wrong answer")
+				}
+				i++
+			}
+		})
+		b.Run("table/"+c.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					if _, ok := tb.Lookup(c.names[i%len(c.names)]); ok != c.want {
+						b.Fatal("wrong answer")
+					}
+					i += 7
+				}
+			})
+		})
+		b.Run("baseline-syncmap-rate/"+c.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, ok := base.Load(c.names[i%len(c.names)]); ok != c.want {
+					b.Fatal("wrong answer")
+				}
+				i++
+			}
+		})
+		b.Run("baseline-syncmap-rate/"+c.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					if _, ok := base.Load(c.names[i%len(c.names)]); ok != c.want {
+						b.Fatal("wrong answer")
+					}
+					i += 7
+				}
+			})
+		})
+	}
+}
+
+// TestLookupDoesNotAllocate pins the 0-allocation property outside the benchmarks.
+func TestLookupDoesNotAllocate(t *testing.T) {
+	tb, names := benchTable(&testing.B{})
+	if n := testing.AllocsPerRun(1000, func() { tb.Lookup(names[42]); tb.Lookup("nobody") }); n != 0 {
+		t.Fatalf("got %.1f allocs per lookup, want 0", n)
+	}
+}

@@ -1,0 +1,135 @@
+package throttle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/compress"
+)
+
+// Publisher writes throttles and tombstones to the throttle topic.
+//
+// Every write is synchronous and acknowledged by all in-sync replicas. Records are keyed
+// by customer and placed with the Murmur2 partitioner, as any Java-client producer would
+// place them. kafka-go has no idempotent producer, so a retried write can land twice;
+// that is harmless because a throttle is identified by its ID and applying the same
+// record twice leaves a table as it was.
+type Publisher struct {
+	w     *kafka.Writer
+	tr    *kafka.Transport
+	codec *Codec
+	topic string
+}
+
+// PublisherOption configures a Publisher.
+type PublisherOption func(*publisherConfig)
+
+type publisherConfig struct {
+	maxAttempts  int
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+	batchTimeout time.Duration
+	writeTimeout time.Duration
+}
+
+// WithRetries bounds the attempts of one write and the backoff between them (default 5
+// attempts, 50ms to 1s).
+func WithRetries(attempts int, lo, hi time.Duration) PublisherOption {
+	return func(c *publisherConfig) { c.maxAttempts, c.backoffMin, c.backoffMax = attempts, lo, hi }
+}
+
+// WithBatchTimeout sets how long the writer waits to fill a batch (default 2ms; kafka-go's
+// default of 1s would make every synchronous publish take a second).
+func WithBatchTimeout(d time.Duration) PublisherOption {
+	return func(c *publisherConfig) { c.batchTimeout = d }
+}
+
+// NewPublisher returns a publisher to topic. Close it to release its connections.
+func NewPublisher(kc KafkaConfig, topic string, codec *Codec, opts ...PublisherOption) (*Publisher, error) {
+	if err := kc.validate(); err != nil {
+		return nil, err
+	}
+	if topic == "" || codec == nil {
+		return nil, errors.New("new publisher: topic and codec are required")
+	}
+	cfg := publisherConfig{maxAttempts: 5, backoffMin: 50 * time.Millisecond, backoffMax: time.Second, batchTimeout: 2 * time.Millisecond, writeTimeout: 10 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.maxAttempts < 1 || cfg.backoffMin <= 0 || cfg.backoffMax < cfg.backoffMin || cfg.batchTimeout <= 0 {
+		return nil, errors.New("new publisher: attempts must be >= 1, backoff and batch timeout positive")
+	}
+	tr := kc.transport()
+	w := &kafka.Writer{
+		Addr:      kafka.TCP(kc.Brokers...),
+		Topic:     topic,
+		Transport: tr,
+		// The Java client's partitioner: a customer's records land on the partition any
+		// Kafka client would choose. kafka-go's default (round robin) ignores the key,
+		// which would scatter a customer's history over partitions and break compaction.
+		Balancer:        &kafka.Murmur2Balancer{},
+		RequiredAcks:    kafka.RequireAll, // kafka-go defaults to fire-and-forget
+		MaxAttempts:     cfg.maxAttempts,
+		WriteBackoffMin: cfg.backoffMin,
+		WriteBackoffMax: cfg.backoffMax,
+		BatchTimeout:    cfg.batchTimeout,
+		WriteTimeout:    cfg.writeTimeout,
+		// Uncompressed: kafka-go's reader can loop on compressed batches of a compacted
+		// topic (segmentio/kafka-go #1416). See TopicSpec.Configs.
+		Compression: compress.None,
+		// The topic is created by EnsureTopic with the right settings, never implicitly.
+		AllowAutoTopicCreation: false,
+	}
+	return &Publisher{w: w, tr: tr, codec: codec, topic: topic}, nil
+}
+
+// Set publishes r as its customer's throttle. It returns once all in-sync replicas have
+// the record, or with an error when ctx ends or the retries are spent.
+func (p *Publisher) Set(ctx context.Context, r Record) error {
+	value, err := p.codec.Encode(&r)
+	if err != nil {
+		return fmt.Errorf("publish throttle for %q: %w", r.Customer, err)
+	}
+	return p.write(ctx, kafka.Message{Key: Key(r.Customer), Value: value}, "publish throttle", r.Customer)
+}
+
+// Lift publishes a tombstone for the customer: whatever throttle it has is lifted, and
+// compaction later drops the key. For an operator's decision; the expiry sweeper uses
+// Expire, which cannot remove a newer throttle.
+func (p *Publisher) Lift(ctx context.Context, customer string) error {
+	if err := ValidateCustomer(customer); err != nil {
+		return fmt.Errorf("lift throttle: %w", err)
+	}
+	return p.write(ctx, kafka.Message{Key: Key(customer), Value: nil}, "lift throttle", customer)
+}
+
+// Expire publishes a tombstone that removes r only if r is still the customer's current
+// throttle when readers apply it (header HeaderExpires names r.ID).
+func (p *Publisher) Expire(ctx context.Context, r Record) error {
+	if err := ValidateCustomer(r.Customer); err != nil {
+		return fmt.Errorf("expire throttle: %w", err)
+	}
+	msg := kafka.Message{Key: Key(r.Customer), Value: nil, Headers: []kafka.Header{{Key: HeaderExpires, Value: []byte(r.ID)}}}
+	return p.write(ctx, msg, "expire throttle", r.Customer)
+}
+
+func (p *Publisher) write(ctx context.Context, msg kafka.Message, op, customer string) error {
+	// Value nil is the tombstone on the wire; an empty slice would be an empty record.
+	if err := p.w.WriteMessages(ctx, msg); err != nil {
+		return fmt.Errorf("%s for %q to %s: %w", op, customer, p.topic, err)
+	}
+	return nil
+}
+
+// Close flushes and closes the writer.
+func (p *Publisher) Close() error {
+	// The transport's connection pools outlive the writer unless closed here.
+	defer p.tr.CloseIdleConnections()
+	if err := p.w.Close(); err != nil {
+		return fmt.Errorf("close publisher of %s: %w", p.topic, err)
+	}
+	return nil
+}

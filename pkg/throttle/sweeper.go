@@ -1,0 +1,210 @@
+package throttle
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Sweeper removes expired throttles from the topic with tombstones, so compaction drops
+// them for good, and repairs the one way a tombstone could lose a throttle.
+//
+// The hazard: the sweeper decides that T1 has expired; meanwhile T2, a renewal for the
+// same customer, is published; the tombstone lands after T2. Compaction keeps the newest
+// record per key, the tombstone, and T2 would be gone for good.
+//
+// The design is compare-before-delete plus repair, with no coordination between
+// processing instances:
+//  1. An expiry tombstone names the throttle it expires (header HeaderExpires). Every
+//     Table deletes only if that is still the customer's current throttle, so readers
+//     never lose T2, whatever the order of arrival.
+//  2. Before writing, the sweeper checks its own caught-up table and skips a customer
+//     whose current throttle is not the expired one.
+//  3. When a table sees a tombstone that names an older throttle (ChangeStaleTombstone),
+//     the sweeper publishes the current throttle again, unchanged (same ID). The log then
+//     ends with T2 again and compaction keeps it. The topic's min.compaction.lag.ms (10
+//     minutes by default) keeps the first T2 in the log until then.
+//
+// Several instances may sweep at once: their tombstones name the same ID and their
+// re-publications are the same record, so duplicates are harmless and they never fight
+// over a key. A single writer per key (partition ownership) was the alternative; it
+// needs a consumer group or leases just for sweeping, and still has the race when
+// ownership moves.
+type Sweeper struct {
+	pub   *Publisher
+	table *Table
+	cfg   sweeperConfig
+
+	mu        sync.Mutex
+	expired   map[string]Record // customer → expired throttle to tombstone
+	republish map[string]Record // customer → throttle hidden behind a stale tombstone
+	wake      chan struct{}
+}
+
+// SweeperOption configures a Sweeper.
+type SweeperOption func(*sweeperConfig)
+
+type sweeperConfig struct {
+	grace      time.Duration
+	interval   time.Duration
+	timeout    time.Duration
+	log        *zap.Logger
+	clock      func() time.Time
+	beforeTomb func(Record) // test hook: runs between the check and the write
+}
+
+// WithGrace delays the tombstone of an expired throttle (default 30s), so a renewal
+// that is on its way usually lands first.
+func WithGrace(d time.Duration) SweeperOption { return func(c *sweeperConfig) { c.grace = d } }
+
+// WithSweepInterval sets how often pending work is retried (default 1s).
+func WithSweepInterval(d time.Duration) SweeperOption {
+	return func(c *sweeperConfig) { c.interval = d }
+}
+
+// WithSweeperLogger sets the logger.
+func WithSweeperLogger(l *zap.Logger) SweeperOption { return func(c *sweeperConfig) { c.log = l } }
+
+// WithSweeperClock replaces time.Now, for tests.
+func WithSweeperClock(now func() time.Time) SweeperOption {
+	return func(c *sweeperConfig) { c.clock = now }
+}
+
+// WithBeforeTombstone runs fn after the sweeper decided to tombstone r and before it
+// writes: a fault-injection point for tests of the race described on Sweeper.
+func WithBeforeTombstone(fn func(r Record)) SweeperOption {
+	return func(c *sweeperConfig) { c.beforeTomb = fn }
+}
+
+// NewSweeper returns a sweeper that writes with pub and judges with table. Feed it the
+// table's changes: pass Sweeper.Observe to the table's WithObserver (directly or from
+// your own observer).
+func NewSweeper(pub *Publisher, table *Table, opts ...SweeperOption) (*Sweeper, error) {
+	if pub == nil || table == nil {
+		return nil, errors.New("new sweeper: publisher and table are required")
+	}
+	cfg := sweeperConfig{grace: 30 * time.Second, interval: time.Second, timeout: 10 * time.Second, log: zap.NewNop(), clock: time.Now}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.grace < 0 || cfg.interval <= 0 || cfg.log == nil || cfg.clock == nil {
+		return nil, errors.New("new sweeper: grace must be >= 0, interval positive")
+	}
+	return &Sweeper{
+		pub: pub, table: table, cfg: cfg,
+		expired: map[string]Record{}, republish: map[string]Record{},
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// Observe takes a table change. It never blocks.
+func (s *Sweeper) Observe(c Change) {
+	s.mu.Lock()
+	switch c.Kind {
+	case ChangeExpired:
+		if cur, ok := s.expired[c.Customer]; !ok || !cur.ExpiresAt.After(c.Record.ExpiresAt) {
+			s.expired[c.Customer] = c.Record
+		}
+	case ChangeSet:
+		// A newer throttle: nothing of this customer's is due for a tombstone.
+		delete(s.expired, c.Customer)
+	case ChangeLifted:
+		delete(s.expired, c.Customer)
+		delete(s.republish, c.Customer)
+	case ChangeStaleTombstone:
+		s.republish[c.Customer] = c.Record
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending returns how many tombstones and re-publications are waiting.
+func (s *Sweeper) Pending() (tombstones, republications int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.expired), len(s.republish)
+}
+
+// Run works until ctx ends, then returns nil. It acts only while the table is ready:
+// before that it cannot tell an expired throttle from one renewed later in the log.
+func (s *Sweeper) Run(ctx context.Context) error {
+	tick := time.NewTicker(s.cfg.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-s.wake:
+		}
+		if s.table.Ready() {
+			s.sweep(ctx)
+		}
+	}
+}
+
+func (s *Sweeper) sweep(ctx context.Context) {
+	now := s.cfg.clock()
+	s.mu.Lock()
+	var tombs, again []Record
+	for _, r := range s.expired {
+		if !now.Before(r.ExpiresAt.Add(s.cfg.grace)) {
+			tombs = append(tombs, r)
+		}
+	}
+	for _, r := range s.republish {
+		again = append(again, r)
+	}
+	s.mu.Unlock()
+
+	for _, r := range again {
+		cur, ok := s.table.Lookup(r.Customer)
+		if !ok || cur.ID != r.ID {
+			s.done(s.republish, r) // expired or replaced since: nothing to repair
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
+		err := s.pub.Set(wctx, cur)
+		cancel()
+		if err != nil {
+			s.cfg.log.Warn("re-publish throttle hidden by a stale tombstone; will retry", zap.String("customer", r.Customer), zap.Error(err))
+			continue
+		}
+		s.cfg.log.Info("re-published throttle after a stale expiry tombstone", zap.String("customer", r.Customer), zap.String("throttle_id", r.ID))
+		s.done(s.republish, r)
+	}
+
+	for _, r := range tombs {
+		if cur, ok := s.table.Lookup(r.Customer); ok && cur.ID != r.ID {
+			s.done(s.expired, r) // renewed: the newer throttle stays
+			continue
+		}
+		if s.cfg.beforeTomb != nil {
+			s.cfg.beforeTomb(r)
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
+		err := s.pub.Expire(wctx, r)
+		cancel()
+		if err != nil {
+			s.cfg.log.Warn("tombstone expired throttle; will retry", zap.String("customer", r.Customer), zap.Error(err))
+			continue
+		}
+		s.cfg.log.Info("tombstoned expired throttle", zap.String("customer", r.Customer), zap.String("throttle_id", r.ID))
+		s.done(s.expired, r)
+	}
+}
+
+// done removes r from m unless a newer entry replaced it meanwhile.
+func (s *Sweeper) done(m map[string]Record, r Record) {
+	s.mu.Lock()
+	if cur, ok := m[r.Customer]; ok && cur.ID == r.ID {
+		delete(m, r.Customer)
+	}
+	s.mu.Unlock()
+}
