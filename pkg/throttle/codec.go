@@ -20,6 +20,13 @@ import (
 //go:embed throttle.avsc
 var schemaV1 string
 
+// readSchema is a writer schema seen in records: its goavro codec, and whether it is this
+// build's own schema, which decodeV1 reads without goavro.
+type readSchema struct {
+	codec *goavro.Codec
+	isV1  bool
+}
+
 // Schema returns the Avro schema this package writes (schemas/throttle.avsc).
 func Schema() string { return schemaV1 }
 
@@ -39,7 +46,7 @@ type Codec struct {
 	subject string
 
 	mu      sync.Mutex // serialises registry calls and writes to byID
-	byID    atomic.Pointer[map[int]*goavro.Codec]
+	byID    atomic.Pointer[map[int]readSchema]
 	writeID atomic.Int64 // 0 until registered
 	writer  *goavro.Codec
 }
@@ -75,7 +82,7 @@ func NewCodec(cfg RegistryConfig, topic string) (*Codec, error) {
 		return nil, fmt.Errorf("new codec: parse embedded schema: %w", err)
 	}
 	c := &Codec{reg: reg, subject: Subject(topic), writer: writer}
-	empty := map[int]*goavro.Codec{}
+	empty := map[int]readSchema{}
 	c.byID.Store(&empty)
 	return c, nil
 }
@@ -138,11 +145,26 @@ func (c *Codec) Decode(value []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: 0x%02x", ErrBadMagic, value[0])
 	}
 	id := int(binary.BigEndian.Uint32(value[1:headerLen]))
-	codec, err := c.codecFor(id)
+	rs, err := c.codecFor(id)
 	if err != nil {
 		return Record{}, err
 	}
-	native, rest, err := codec.NativeFromBinary(value[headerLen:])
+	if rs.isV1 {
+		r, err := decodeV1(value[headerLen:])
+		if err != nil {
+			return Record{}, fmt.Errorf("%w: schema id %d: %w", ErrBadBody, id, err)
+		}
+		if err := r.Validate(); err != nil {
+			return Record{}, err
+		}
+		return r, nil
+	}
+	return decodeGeneric(rs.codec, id, value[headerLen:])
+}
+
+// decodeGeneric decodes with goavro, for any writer schema, mapping fields by name.
+func decodeGeneric(codec *goavro.Codec, id int, body []byte) (Record, error) {
+	native, rest, err := codec.NativeFromBinary(body)
 	if err != nil {
 		return Record{}, fmt.Errorf("%w: schema id %d: %w", ErrBadBody, id, err)
 	}
@@ -164,42 +186,42 @@ func (c *Codec) Decode(value []byte) (Record, error) {
 }
 
 // codecFor returns the codec of a writer schema id, from the cache when it can.
-func (c *Codec) codecFor(id int) (*goavro.Codec, error) {
-	if codec, ok := (*c.byID.Load())[id]; ok {
-		return codec, nil
+func (c *Codec) codecFor(id int) (readSchema, error) {
+	if rs, ok := (*c.byID.Load())[id]; ok {
+		return rs, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if codec, ok := (*c.byID.Load())[id]; ok {
-		return codec, nil
+	if rs, ok := (*c.byID.Load())[id]; ok {
+		return rs, nil
 	}
 	s, err := c.reg.GetSchema(id)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("%w: %d", ErrUnknownSchema, id)
+			return readSchema{}, fmt.Errorf("%w: %d", ErrUnknownSchema, id)
 		}
-		return nil, fmt.Errorf("fetch schema id %d: %w", id, registryErr(err))
+		return readSchema{}, fmt.Errorf("fetch schema id %d: %w", id, registryErr(err))
 	}
 	if t := s.SchemaType(); t != nil && *t != srclient.Avro {
-		return nil, fmt.Errorf("%w: %d is a %s schema, not Avro", ErrUnknownSchema, id, *t)
+		return readSchema{}, fmt.Errorf("%w: %d is a %s schema, not Avro", ErrUnknownSchema, id, *t)
 	}
 	codec, err := goavro.NewCodec(s.Schema())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %d does not parse: %w", ErrUnknownSchema, id, err)
+		return readSchema{}, fmt.Errorf("%w: %d does not parse: %w", ErrUnknownSchema, id, err)
 	}
 	c.storeLocked(id, codec)
-	return codec, nil
+	return (*c.byID.Load())[id], nil
 }
 
 // storeLocked publishes a new id→codec map; readers never take the lock. Copying is
 // fine: a topic sees a handful of schema versions in its life.
 func (c *Codec) storeLocked(id int, codec *goavro.Codec) {
 	old := *c.byID.Load()
-	next := make(map[int]*goavro.Codec, len(old)+1)
+	next := make(map[int]readSchema, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[id] = codec
+	next[id] = readSchema{codec: codec, isV1: codec.CanonicalSchema() == c.writer.CanonicalSchema()}
 	c.byID.Store(&next)
 }
 

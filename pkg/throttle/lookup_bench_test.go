@@ -24,7 +24,7 @@ func benchTable(b *testing.B) (*Table, []string) {
 	names := make([]string, benchCustomers)
 	for i := range names {
 		names[i] = "customer-" + strconv.Itoa(i)
-		tb.set(names[i], &Record{ID: names[i], Customer: names[i], Limit: 20, Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Hour), SetBy: "bench"})
+		tb.set(names[i], Record{ID: names[i], Customer: names[i], Limit: 20, Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Hour), SetBy: "bench"})
 	}
 	tb.publish()
 	return tb, names

@@ -131,21 +131,24 @@ type Table struct {
 	retries  atomic.Int64 // records retried because the registry was unavailable
 	applied  atomic.Int64
 	sweepRun sync.Mutex // one sweep at a time
+
+	internMu sync.Mutex
+	interned map[string]string
 }
 
 var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch"}
 
 type shard struct {
-	mu        sync.Mutex                       // writers only
-	building  map[string]entry                 // before ready: written in place, not visible
-	published atomic.Pointer[map[string]entry] // after ready: immutable, copied on write
+	mu        sync.Mutex                         // writers only
+	building  map[string]*stored                 // before ready: written in place, not visible
+	published atomic.Pointer[map[string]*stored] // after ready: immutable, copied on write
 }
 
-// entry keeps the expiry beside the pointer so a lookup of an expired throttle does not
-// touch the record.
-type entry struct {
-	expires int64 // unix nanos
-	rec     *Record
+// stored is a record with its expiry in unix nanos, for a cheap comparison with the
+// coarse clock. One allocation: the extra field fits the record's size class.
+type stored struct {
+	Record
+	expires int64
 }
 
 // NewTable returns a table of the throttle topic. Run starts it.
@@ -159,7 +162,7 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 	}
 	t := &Table{topic: topic, codec: codec, cfg: o.tableConfig, log: o.log.With(zap.String("topic", topic)), seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].building = map[string]entry{}
+		t.shards[i].building = map[string]*stored{}
 	}
 	t.now.Store(t.cfg.clock().UnixNano())
 	o.onCaughtUpHook = t.publish
@@ -227,7 +230,7 @@ func (t *Table) Lookup(customer string) (Record, bool) {
 	if !ok || t.now.Load() >= e.expires {
 		return Record{}, false
 	}
-	return *e.rec, true
+	return e.Record, true
 }
 
 // Active returns every active throttle, ordered by customer. Empty until ready.
@@ -237,8 +240,8 @@ func (t *Table) Active() []Record {
 	for i := range t.shards {
 		if m := t.shards[i].published.Load(); m != nil {
 			for _, e := range *m {
-				if e.rec.Active(now) {
-					out = append(out, *e.rec)
+				if e.Active(now) {
+					out = append(out, e.Record)
 				}
 			}
 		}
@@ -276,7 +279,7 @@ func (t *Table) Stats() TableStats {
 	for i := range t.shards {
 		if m := t.shards[i].published.Load(); m != nil {
 			for _, e := range *m {
-				if e.rec.Active(now) {
+				if e.Active(now) {
 					s.Active++
 				}
 			}
@@ -342,7 +345,10 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 		t.notify(ch)
 		return nil
 	}
-	t.set(customer, &rec)
+	// Share the few distinct instance and metric names between records instead of
+	// keeping one copy per throttle.
+	rec.SetBy, rec.Reason.Metric = t.intern(rec.SetBy), t.intern(rec.Reason.Metric)
+	t.set(rec.Customer, rec) // rec.Customer == customer: key the map by the record's own copy
 	ch.Kind, ch.Record = ChangeSet, rec
 	t.notify(ch)
 	return nil
@@ -374,18 +380,38 @@ func headerValue(msg kafka.Message, key string) string {
 	return ""
 }
 
+// intern returns a shared copy of s, for the short list of strings many records repeat.
+// It stops adding once the list is long: then the strings were not few after all.
+func (t *Table) intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	t.internMu.Lock()
+	defer t.internMu.Unlock()
+	if v, ok := t.interned[s]; ok {
+		return v
+	}
+	if t.interned == nil {
+		t.interned = map[string]string{}
+	}
+	if len(t.interned) < 1024 {
+		t.interned[s] = s
+	}
+	return s
+}
+
 // set stores r as the customer's throttle.
-func (t *Table) set(customer string, r *Record) {
+func (t *Table) set(customer string, r Record) {
 	s := &t.shards[t.shardOf(customer)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := entry{expires: r.ExpiresAt.UnixNano(), rec: r}
+	e := &stored{Record: r, expires: r.ExpiresAt.UnixNano()}
 	if s.building != nil {
 		s.building[customer] = e
 		return
 	}
 	old := *s.published.Load()
-	next := make(map[string]entry, len(old)+1)
+	next := make(map[string]*stored, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
@@ -407,7 +433,7 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 	if !ok {
 		return nil, nil
 	}
-	cur := ce.rec
+	cur := &ce.Record
 	if expiresID != "" && cur.ID != expiresID {
 		return nil, cur
 	}
@@ -415,7 +441,7 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 		delete(s.building, customer)
 		return cur, nil
 	}
-	next := make(map[string]entry, len(m))
+	next := make(map[string]*stored, len(m))
 	for k, v := range m {
 		if k != customer {
 			next[k] = v
@@ -449,22 +475,22 @@ func (t *Table) sweep() {
 		s.mu.Lock()
 		if s.building != nil {
 			for k, e := range s.building {
-				if !e.rec.Active(now) {
+				if !e.Active(now) {
 					delete(s.building, k)
-					expired = append(expired, e.rec)
+					expired = append(expired, &e.Record)
 				}
 			}
 		} else {
 			m := *s.published.Load()
 			for _, e := range m {
-				if !e.rec.Active(now) {
-					expired = append(expired, e.rec)
+				if !e.Active(now) {
+					expired = append(expired, &e.Record)
 				}
 			}
 			if len(expired) > 0 {
-				next := make(map[string]entry, len(m))
+				next := make(map[string]*stored, len(m))
 				for k, e := range m {
-					if e.rec.Active(now) {
+					if e.Active(now) {
 						next[k] = e
 					}
 				}

@@ -1,0 +1,197 @@
+package throttle_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
+)
+
+// benchRecords is the size of the rebuild benchmark's topic (BENCH_RECORDS, default
+// 1,000,000 records over a tenth as many customers).
+func benchRecords() int {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_RECORDS")); err == nil && n > 0 {
+		return n
+	}
+	return 1_000_000
+}
+
+// BenchmarkRebuild compares a Table's rebuild (decode, validate, apply) with reading the
+// same topic raw with kafka-go readers (no decode, no map), in the same run.
+func BenchmarkRebuild(b *testing.B) {
+	n := benchRecords()
+	customers := n / 10
+	s := throttletest.Start(b, throttletest.Options{})
+	const topic, partitions = "bench-rebuild", 6
+	s.CreateTopic(b, topic, partitions)
+	codec := s.Codec(b, topic)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	w := &kafka.Writer{Addr: kafka.TCP(s.Brokers()...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, BatchSize: 5000, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll}
+	batch := make([]kafka.Message, 0, 10000)
+	for i := range n {
+		c := "customer-" + strconv.Itoa(i%customers)
+		r := throttle.Record{ID: uuid.NewString(), Customer: c, Limit: int64(i % 100), Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+			Reason: throttle.Reason{Kind: throttle.ReasonAutomatic, Note: "bench", Metric: "traffic_share", Value: 0.5}, SetBy: "processing-1"}
+		v, err := codec.Encode(&r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batch = append(batch, kafka.Message{Key: throttle.Key(c), Value: v})
+		if len(batch) == cap(batch) || i == n-1 {
+			if err := w.WriteMessages(context.Background(), batch...); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	_ = w.Close()
+
+	b.Run("raw-kafka-go", func(b *testing.B) {
+		for b.Loop() {
+			start := time.Now()
+			var wg sync.WaitGroup
+			for p := range partitions {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					readRaw(b, s.Brokers(), topic, p)
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
+		}
+	})
+	b.Run("table", func(b *testing.B) {
+		for b.Loop() {
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			tb, err := throttle.NewTable(s.Kafka(), topic, s.Codec(b, topic))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = tb.Run(ctx); close(done) }()
+			if err := tb.WaitReady(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			elapsed := time.Since(start)
+			cancel()
+			<-done // readers closed: what remains on the heap is the table
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			active := tb.Stats().Active
+			if active != customers {
+				b.Fatalf("got %d active throttles, want %d", active, customers)
+			}
+			b.ReportMetric(float64(n)/elapsed.Seconds(), "records/s")
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(active), "heap-B/throttle")
+			runtime.KeepAlive(tb)
+		}
+	})
+}
+
+// readRaw reads a partition from its first offset to the end offset it had at start.
+func readRaw(b *testing.B, brokers []string, topic string, p int) {
+	conn, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, last, err := conn.ReadOffsets()
+	_ = conn.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if first >= last {
+		return
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond})
+	defer r.Close()
+	for {
+		m, err := r.FetchMessage(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m.Offset+1 >= last {
+			return
+		}
+	}
+}
+
+// BenchmarkPropagation publishes throttles one at a time and measures how long each takes
+// to be visible in three independent Tables (the slowest of the three).
+func BenchmarkPropagation(b *testing.B) {
+	s := throttletest.Start(b, throttletest.Options{})
+	const topic = "bench-propagation"
+	s.CreateTopic(b, topic, 6)
+	const tables = 3
+	var mu sync.Mutex
+	seen := map[string]int{}
+	arrived := make(chan string, 1024)
+	for range tables {
+		tb, err := throttle.NewTable(s.Kafka(), topic, s.Codec(b, topic), throttle.WithObserver(func(c throttle.Change) {
+			if c.Kind != throttle.ChangeSet {
+				return
+			}
+			mu.Lock()
+			seen[c.Record.ID]++
+			all := seen[c.Record.ID] == tables
+			mu.Unlock()
+			if all {
+				arrived <- c.Record.ID
+			}
+		}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = tb.Run(ctx); close(done) }()
+		b.Cleanup(func() { cancel(); <-done })
+		if err := tb.WaitReady(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	codec := s.Codec(b, topic)
+	pub, err := throttle.NewPublisher(s.Kafka(), topic, codec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	const n = 1000
+	for b.Loop() {
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			now := time.Now().UTC().Truncate(time.Millisecond)
+			r := throttle.Record{ID: uuid.NewString(), Customer: fmt.Sprintf("customer-%d", i), Limit: 20, Window: time.Minute,
+				CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute), SetBy: "bench"}
+			start := time.Now()
+			if err := pub.Set(context.Background(), r); err != nil {
+				b.Fatal(err)
+			}
+			for id := range arrived {
+				if id == r.ID {
+					break
+				}
+			}
+			lat = append(lat, time.Since(start))
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		b.ReportMetric(float64(lat[n/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99-ms")
+		b.ReportMetric(float64(lat[n-1].Microseconds())/1000, "max-ms")
+	}
+}
