@@ -1,7 +1,7 @@
 # Sluice: every target works on a fresh machine with only Go (and, for the e2e suite,
 # a Docker engine) installed.
 
-MODULES := pkg/throttle services/ingestion services/processing e2e
+MODULES := pkg/throttle services/ingestion services/processing e2e deploy/local
 GO ?= go
 
 .PHONY: all build test test-short bench fuzz vet check-modules run generate clean
@@ -33,8 +33,9 @@ fuzz:
 	cd pkg/throttle && $(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) .
 
 ## run: the whole suite locally on an embedded broker and registry.
+## ARGS=-infra-only starts only the broker and registry; ARGS=-demo drives traffic.
 run:
-	$(GO) run ./deploy/local
+	$(GO) run ./deploy/local $(ARGS)
 
 generate:
 	cd pkg/throttle && $(GO) generate ./...
