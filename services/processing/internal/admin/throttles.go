@@ -1,0 +1,318 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
+)
+
+// Throttle is the JSON shape of a throttle record in every answer of the API.
+type Throttle struct {
+	ID        string    `json:"id"`
+	Customer  string    `json:"customer"`
+	Limit     int64     `json:"limit"`
+	Window    string    `json:"window"`    // Go duration, e.g. "1m0s"
+	WindowMS  int64     `json:"window_ms"` // the same, in milliseconds as on the wire
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Reason    Reason    `json:"reason"`
+	SetBy     string    `json:"set_by"`
+	Mode      string    `json:"mode"` // enforce or shadow
+}
+
+// Reason explains a throttle: an operator's note (kind manual), or the measurement that
+// triggered it (kind automatic, with metric and value).
+type Reason struct {
+	Kind   string  `json:"kind"` // manual or automatic
+	Note   string  `json:"note"`
+	Metric string  `json:"metric"`
+	Value  float64 `json:"value"`
+}
+
+// FromRecord is r in its JSON shape.
+func FromRecord(r throttle.Record) Throttle {
+	v := r.Reason.Value
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		v = 0 // JSON has no spelling for them
+	}
+	return Throttle{
+		ID: r.ID, Customer: r.Customer, Limit: r.Limit,
+		Window: r.Window.String(), WindowMS: r.Window.Milliseconds(),
+		CreatedAt: r.CreatedAt.UTC(), ExpiresAt: r.ExpiresAt.UTC(),
+		Reason: Reason{Kind: r.Reason.Kind.String(), Note: r.Reason.Note, Metric: r.Reason.Metric, Value: v},
+		SetBy:  r.SetBy, Mode: r.Mode.String(),
+	}
+}
+
+// SetRequest is the body of POST /v1/throttles. Pointers tell a missing field from a
+// zero one.
+type SetRequest struct {
+	Customer  *string `json:"customer"`
+	Limit     *int64  `json:"limit"`
+	Window    *string `json:"window"`     // Go duration, whole milliseconds
+	Duration  *string `json:"duration"`   // Go duration; or...
+	ExpiresAt *string `json:"expires_at"` // ...RFC 3339, in the future
+	Reason    string  `json:"reason"`
+	Mode      string  `json:"mode"`   // enforce (default) or shadow
+	SetBy     string  `json:"set_by"` // default "operator"
+}
+
+const (
+	defaultSetBy = "operator"
+	maxNote      = 1024
+	maxSetBy     = 256
+)
+
+// fieldError is a 400 answer naming the field at fault.
+type fieldError struct {
+	field, msg string
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+func badField(field, format string, args ...any) *fieldError {
+	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+func (a *API) setThrottle(w http.ResponseWriter, r *http.Request) {
+	var req SetRequest
+	if status, fe := decodeBody(w, r, &req); fe != nil {
+		writeError(w, status, fe.msg, fe.field)
+		return
+	}
+	rec, fe := a.record(req)
+	if fe != nil {
+		writeError(w, http.StatusBadRequest, fe.msg, fe.field)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+	defer cancel()
+	if err := a.pub.Set(ctx, rec); err != nil {
+		a.metrics.PublishErrors.WithLabelValues(metrics.ActionSet).Inc()
+		a.log.Error("operator throttle not published", zap.String("customer", rec.Customer), zap.String("id", rec.ID), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "publish throttle: "+err.Error(), "")
+		return
+	}
+	a.metrics.Throttles.WithLabelValues(metrics.ActionSet, metrics.ReasonManual).Inc()
+	a.log.Info("throttle set by operator", zap.String("customer", rec.Customer), zap.String("id", rec.ID),
+		zap.Int64("limit", rec.Limit), zap.Duration("window", rec.Window), zap.Time("expires_at", rec.ExpiresAt),
+		zap.String("mode", rec.Mode.String()), zap.String("set_by", rec.SetBy), zap.String("remote", r.RemoteAddr))
+	w.Header().Set("Location", "/v1/throttles/"+url.PathEscape(rec.Customer))
+	writeJSON(w, http.StatusCreated, FromRecord(rec))
+}
+
+// decodeBody reads one JSON object, refusing unknown fields, trailing data and bodies
+// over maxBody (413).
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) (int, *fieldError) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// A second value, or garbage, after the object is a malformed request too.
+		if err = dec.Decode(&struct{}{}); errors.Is(err, io.EOF) {
+			return 0, nil
+		} else if err == nil {
+			err = errors.New("data after the JSON object")
+		}
+	}
+	var (
+		tooBig *http.MaxBytesError
+		syn    *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, badField("", "request body exceeds %d bytes", tooBig.Limit)
+	case errors.Is(err, io.EOF):
+		return http.StatusBadRequest, badField("", "request body is empty")
+	case errors.As(err, &syn):
+		return http.StatusBadRequest, badField("", "malformed JSON at byte %d: %v", syn.Offset, err)
+	case errors.As(err, &typ):
+		return http.StatusBadRequest, badField(typ.Field, "%s must be a JSON %s", typ.Field, jsonKind(typ.Type.Kind().String()))
+	}
+	// encoding/json has no typed error for an unknown field, only this message.
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		return http.StatusBadRequest, badField(name, "unknown field %q", name)
+	}
+	return http.StatusBadRequest, badField("", "malformed JSON: %v", err)
+}
+
+func jsonKind(goKind string) string {
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
+		return "number (integer)"
+	case goKind == "string":
+		return "string"
+	}
+	return goKind
+}
+
+// record checks a request and builds the throttle it asks for.
+func (a *API) record(req SetRequest) (throttle.Record, *fieldError) {
+	now := a.now().UTC().Truncate(time.Millisecond) // the wire keeps milliseconds
+	rec := throttle.Record{
+		ID:        a.newID(),
+		CreatedAt: now,
+		Reason:    throttle.Reason{Kind: throttle.ReasonManual, Note: req.Reason},
+		SetBy:     req.SetBy,
+	}
+
+	if req.Customer == nil {
+		return rec, badField("customer", "customer is required")
+	}
+	if err := throttle.ValidateCustomer(*req.Customer); err != nil {
+		return rec, badField("customer", "%v", err)
+	}
+	rec.Customer = *req.Customer
+
+	if req.Limit == nil {
+		return rec, badField("limit", "limit is required")
+	}
+	if *req.Limit < 0 {
+		return rec, badField("limit", "limit %d is negative", *req.Limit)
+	}
+	rec.Limit = *req.Limit
+
+	if req.Window == nil {
+		return rec, badField("window", "window is required")
+	}
+	win, err := time.ParseDuration(*req.Window)
+	switch {
+	case err != nil:
+		return rec, badField("window", "window %q is not a duration like \"1m\"", *req.Window)
+	case win <= 0:
+		return rec, badField("window", "window %s is not positive", win)
+	case win%time.Millisecond != 0:
+		return rec, badField("window", "window %s is not a whole number of milliseconds", win)
+	}
+	rec.Window = win
+
+	switch {
+	case req.Duration != nil && req.ExpiresAt != nil:
+		return rec, badField("expires_at", "give duration or expires_at, not both")
+	case req.Duration != nil:
+		d, err := time.ParseDuration(*req.Duration)
+		if err != nil {
+			return rec, badField("duration", "duration %q is not a duration like \"10m\"", *req.Duration)
+		}
+		if d <= 0 {
+			return rec, badField("duration", "duration %s is not positive", d)
+		}
+		rec.ExpiresAt = now.Add(d).Truncate(time.Millisecond)
+	case req.ExpiresAt != nil:
+		t, err := time.Parse(time.RFC3339Nano, *req.ExpiresAt)
+		if err != nil {
+			return rec, badField("expires_at", "expires_at %q is not an RFC 3339 time", *req.ExpiresAt)
+		}
+		t = t.UTC().Truncate(time.Millisecond)
+		if !t.After(now) {
+			return rec, badField("expires_at", "expires_at %s is not in the future", t.Format(time.RFC3339))
+		}
+		rec.ExpiresAt = t
+	default:
+		return rec, badField("duration", "duration or expires_at is required")
+	}
+
+	mode, err := throttle.ParseMode(req.Mode)
+	if err != nil {
+		return rec, badField("mode", "%v", err)
+	}
+	rec.Mode = mode
+
+	if len(req.Reason) > maxNote {
+		return rec, badField("reason", "reason is %d bytes, at most %d allowed", len(req.Reason), maxNote)
+	}
+	if rec.SetBy == "" {
+		rec.SetBy = defaultSetBy
+	}
+	if len(rec.SetBy) > maxSetBy || strings.IndexFunc(rec.SetBy, unicode.IsControl) >= 0 {
+		return rec, badField("set_by", "set_by must be at most %d bytes without control characters", maxSetBy)
+	}
+	// The checks above name the field; this one guards the rules they may have missed.
+	if err := rec.Validate(); err != nil {
+		return rec, badField("", "%v", err)
+	}
+	return rec, nil
+}
+
+func (a *API) liftThrottle(w http.ResponseWriter, r *http.Request) {
+	customer := r.PathValue("customer")
+	if err := throttle.ValidateCustomer(customer); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "customer")
+		return
+	}
+	reason := "unknown" // lifted before this replica's table saw it
+	if cur, ok := a.table.Lookup(customer); ok {
+		reason = reasonLabel(cur)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+	defer cancel()
+	if err := a.pub.Lift(ctx, customer); err != nil {
+		a.metrics.PublishErrors.WithLabelValues(metrics.ActionLifted).Inc()
+		a.log.Error("operator lift not published", zap.String("customer", customer), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "lift throttle: "+err.Error(), "")
+		return
+	}
+	a.metrics.Throttles.WithLabelValues(metrics.ActionLifted, reason).Inc()
+	a.log.Info("throttle lifted by operator", zap.String("customer", customer), zap.String("remote", r.RemoteAddr))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func reasonLabel(r throttle.Record) string {
+	if r.Reason.Kind == throttle.ReasonManual || r.Reason.Metric == "" {
+		return metrics.ReasonManual
+	}
+	return r.Reason.Metric
+}
+
+// listThrottles answers from this replica's table: a throttle set a moment ago shows
+// once the table has read it back from the topic.
+func (a *API) listThrottles(w http.ResponseWriter, _ *http.Request) {
+	if !a.table.Ready() {
+		writeError(w, http.StatusServiceUnavailable, "throttle table is not caught up yet", "")
+		return
+	}
+	now := a.now()
+	recs := a.table.Active()
+	out := make([]Throttle, 0, len(recs))
+	for _, r := range recs {
+		if r.Active(now) {
+			out = append(out, FromRecord(r))
+		}
+	}
+	slices.SortFunc(out, func(x, y Throttle) int { return strings.Compare(x.Customer, y.Customer) })
+	writeJSON(w, http.StatusOK, map[string][]Throttle{"throttles": out})
+}
+
+func (a *API) getThrottle(w http.ResponseWriter, r *http.Request) {
+	customer := r.PathValue("customer")
+	if err := throttle.ValidateCustomer(customer); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "customer")
+		return
+	}
+	if !a.table.Ready() {
+		writeError(w, http.StatusServiceUnavailable, "throttle table is not caught up yet", "")
+		return
+	}
+	rec, ok := a.table.Lookup(customer)
+	if !ok || !rec.Active(a.now()) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no active throttle for customer %q", customer), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, FromRecord(rec))
+}
