@@ -119,3 +119,27 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 		t.Fatalf("got %.1f allocs per lookup, want 0", n)
 	}
 }
+
+// The membership filter must never hide a throttle: across adds, removals and rebuilds,
+// every throttle in the maps is found.
+func TestFilterNeverHidesAThrottle(t *testing.T) {
+	tb, names := benchTable(&testing.B{})
+	tb.filterAdd.Store(1 << 20) // force the next rebuild
+	for i, n := range names {
+		if i%2 == 0 {
+			tb.del(n, "")
+		}
+	}
+	tb.rebuildFilter()
+	now := time.Now()
+	for i, n := range names {
+		_, ok := tb.Lookup(n)
+		if want := i%2 == 1; ok != want {
+			t.Fatalf("Lookup(%s) after rebuild: got %v, want %v", n, ok, want)
+		}
+	}
+	tb.set("late", Record{ID: "l", Customer: "late", ExpiresAt: now.Add(time.Hour)})
+	if _, ok := tb.Lookup("late"); !ok {
+		t.Fatal("Lookup(late) after an add: got absent, want found")
+	}
+}

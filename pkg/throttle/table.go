@@ -123,6 +123,10 @@ type Table struct {
 	seed     maphash.Seed
 	shards   [shardCount]shard
 
+	filter    atomic.Pointer[filter]
+	filterMu  sync.Mutex   // writers: set() adds, sweep() swaps in a rebuilt filter
+	filterAdd atomic.Int64 // adds since the last rebuild
+
 	// now is a coarse clock (unix nanos) that Run refreshes every clockTick: reading the
 	// system clock costs 50-80 ns on these machines, more than the rest of a Lookup.
 	now atomic.Int64
@@ -165,6 +169,7 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 		t.shards[i].building = map[string]*stored{}
 	}
 	t.now.Store(t.cfg.clock().UnixNano())
+	t.filter.Store(new(filter))
 	o.onCaughtUpHook = t.publish
 	f, err := newFollower(kc, topic, t.apply, o)
 	if err != nil {
@@ -222,7 +227,13 @@ func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitRea
 // It returns nothing until the table is ready. Expiry is observed within a few
 // milliseconds (the table's coarse clock).
 func (t *Table) Lookup(customer string) (Record, bool) {
-	m := t.shards[t.shardOf(customer)].published.Load()
+	h := maphash.String(t.seed, customer)
+	// Most customers are not throttled: a small bitmap that stays in cache answers
+	// most misses without touching the maps.
+	if !t.filter.Load().has(h) {
+		return Record{}, false
+	}
+	m := t.shards[h%shardCount].published.Load()
 	if m == nil {
 		return Record{}, false
 	}
@@ -293,6 +304,26 @@ func (t *Table) Stats() TableStats {
 
 func (t *Table) shardOf(customer string) uint64 {
 	return maphash.String(t.seed, customer) % shardCount
+}
+
+// filterBits is the size of the table's membership bitmap: 128 KiB, one bit per hash.
+const filterBits = 1 << 20
+
+// filter is a one-hash Bloom filter over the customers that have (or had) a throttle.
+// Bits are only ever set, so a lookup never misses a throttle; stale bits of removed
+// throttles cost a map lookup and are dropped when the sweep rebuilds the filter.
+type filter [filterBits / 64]atomic.Uint64
+
+func filterBit(h uint64) uint64 { return (h >> 8) % filterBits } // low bits pick the shard
+
+func (f *filter) has(h uint64) bool {
+	b := filterBit(h)
+	return f[b/64].Load()&(1<<(b%64)) != 0
+}
+
+func (f *filter) add(h uint64) {
+	b := filterBit(h)
+	f[b/64].Or(1 << (b % 64))
 }
 
 // apply is the one path for every record, while rebuilding and while tailing: a record
@@ -402,6 +433,11 @@ func (t *Table) intern(s string) string {
 
 // set stores r as the customer's throttle.
 func (t *Table) set(customer string, r Record) {
+	// The bit goes in before the record is visible, so Lookup never skips a throttle.
+	t.filterMu.Lock()
+	t.filter.Load().add(maphash.String(t.seed, customer))
+	t.filterMu.Unlock()
+	t.filterAdd.Add(1)
 	s := &t.shards[t.shardOf(customer)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -451,6 +487,31 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 	return cur, nil
 }
 
+// rebuildFilter replaces the membership filter with one of the current throttles once
+// enough records were added since the last rebuild that stale bits may be many.
+func (t *Table) rebuildFilter() {
+	if t.filterAdd.Load() < 4096 {
+		return
+	}
+	t.filterMu.Lock() // no add can slip between the scan and the swap
+	defer t.filterMu.Unlock()
+	t.filterAdd.Store(0)
+	f := new(filter)
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		m := s.building
+		if m == nil {
+			m = *s.published.Load()
+		}
+		for k := range m {
+			f.add(maphash.String(t.seed, k))
+		}
+		s.mu.Unlock()
+	}
+	t.filter.Store(f)
+}
+
 // publish hands the maps built while rebuilding to readers. It runs once, when the
 // Follower first catches up.
 func (t *Table) publish() {
@@ -468,6 +529,7 @@ func (t *Table) publish() {
 func (t *Table) sweep() {
 	t.sweepRun.Lock()
 	defer t.sweepRun.Unlock()
+	defer t.rebuildFilter()
 	now := t.cfg.clock()
 	for i := range t.shards {
 		s := &t.shards[i]
