@@ -1,0 +1,188 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/event"
+	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
+	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
+	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
+)
+
+// postEvents takes one event or an array of one customer's events.
+//
+// The order of checks: API key (401), body size (413), body (400, 403), readiness (503),
+// the customer's throttle (429), the buffer (503). A request is all or nothing: a batch
+// of N events costs N and is accepted whole or refused whole, so a client never has to
+// work out which of its events got in.
+func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
+	keyCustomer := ""
+	if s.keys != nil {
+		c, aerr := s.keys.customer(r)
+		if aerr != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			writeJSON(w, aerr.Status, aerr)
+			return
+		}
+		keyCustomer = c
+	}
+	buf := s.bufs.Get().(*bytes.Buffer)
+	defer s.putBuf(buf)
+	if aerr := s.readBody(w, r, buf); aerr != nil {
+		writeJSON(w, aerr.Status, aerr)
+		return
+	}
+	events, aerr := parseEvents(buf.Bytes(), keyCustomer)
+	if aerr != nil {
+		writeJSON(w, aerr.Status, aerr)
+		return
+	}
+	n := len(events)
+	customer := events[0].Customer
+
+	if !s.table.Ready() {
+		s.metrics.Decided(metrics.NotReady, n)
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, &apiError{Message: "not ready: the throttle table is still catching up"})
+		return
+	}
+	if s.draining.Load() {
+		s.metrics.Decided(metrics.Overloaded, n)
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, &apiError{Message: "shutting down"})
+		return
+	}
+	if n > s.sink.Capacity() {
+		writeJSON(w, http.StatusRequestEntityTooLarge, &apiError{Message: "too many events in one request for this replica's buffer; split it"})
+		return
+	}
+
+	now := s.cfg.Clock()
+	d := s.enforcer.Decide(customer, int64(n), now)
+	if d.Verdict != limit.Unthrottled && d.Mode == throttle.ModeEnforce {
+		setRateLimit(w.Header(), d)
+	}
+	if d.Verdict == limit.Rejected {
+		s.metrics.Decided(metrics.Rejected, n)
+		setRetryAfter(w.Header(), d.RetryAfter)
+		msg := "customer is throttled: over this replica's share of its limit; retry later"
+		if d.Quota.Q > 0 && int64(n) > d.Quota.Q {
+			msg = "customer is throttled and the request has more events than this replica's quota per window; split it"
+		}
+		writeJSON(w, http.StatusTooManyRequests, &apiError{Message: msg})
+		return
+	}
+
+	msgs, err := encode(events, customer, now)
+	if err != nil { // only a payload json.Marshal cannot re-encode; the parser checked it
+		s.enforcer.Refund(d, int64(n))
+		writeJSON(w, http.StatusBadRequest, &apiError{Message: err.Error(), Field: "payload"})
+		return
+	}
+	if err := s.sink.Write(r.Context(), msgs); err != nil {
+		s.refused(w, r, d, n, err)
+		return
+	}
+	if d.Verdict == limit.ShadowRejected {
+		s.metrics.Decided(metrics.ShadowRejected, n)
+	} else {
+		s.metrics.Decided(metrics.Accepted, n)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	var out [40]byte
+	_, _ = w.Write(appendAccepted(out[:0], n))
+}
+
+// refused answers a request whose events the sink did not take, and gives the
+// customer's quota back when the events were certainly not written.
+func (s *Server) refused(w http.ResponseWriter, r *http.Request, d limit.Decision, n int, err error) {
+	if notWritten(err) {
+		s.enforcer.Refund(d, int64(n))
+	}
+	if errors.Is(err, sink.ErrTooLarge) {
+		writeJSON(w, http.StatusRequestEntityTooLarge, &apiError{Message: strings.TrimPrefix(err.Error(), sink.ErrTooLarge.Error()+": "), Field: "payload"})
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the client left; its events are still written
+	}
+	s.metrics.Decided(metrics.Overloaded, n)
+	w.Header().Set("Retry-After", "1")
+	// Fixed messages: the sink's errors name brokers, which are not the client's business.
+	msg := "events not accepted: Kafka did not acknowledge them in time; some may have been written, retry with the same ids"
+	switch {
+	case errors.Is(err, sink.ErrFull):
+		msg = "events not accepted: this replica's buffer is full; retry later"
+	case errors.Is(err, sink.ErrClosed):
+		msg = "events not accepted: shutting down"
+	case notWritten(err):
+		msg = "events not accepted: Kafka did not acknowledge them in time; none were written"
+	}
+	writeJSON(w, http.StatusServiceUnavailable, &apiError{Message: msg})
+}
+
+// readBody reads the body into buf: 413 beyond the limit.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) *apiError {
+	tooLarge := func() *apiError {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Message: "body larger than " + itoa(s.cfg.MaxBodyBytes) + " bytes"}
+	}
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return tooLarge()
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	if _, err := buf.ReadFrom(body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge()
+		}
+		return badRequest("", "reading the body: %s", err.Error())
+	}
+	return nil
+}
+
+// putBuf returns a body buffer to the pool, unless one large body made it too big to keep.
+func (s *Server) putBuf(b *bytes.Buffer) {
+	if b.Cap() > 64<<10 {
+		return
+	}
+	b.Reset()
+	s.bufs.Put(b)
+}
+
+func appendAccepted(b []byte, n int) []byte {
+	b = append(b, `{"accepted":`...)
+	b = appendInt(b, int64(n))
+	return append(b, "}\n"...)
+}
+
+// encode turns a request's events into Kafka messages keyed by customer, stamped with
+// one ingestion time.
+func encode(events []inEvent, customer string, now time.Time) ([]kafka.Message, error) {
+	key := throttle.Key(customer) // shared by every message: kafka-go does not modify keys
+	at := now.UTC()
+	msgs := make([]kafka.Message, len(events))
+	for i := range events {
+		e := event.Event{ID: events[i].ID, Customer: customer, Payload: events[i].Payload, IngestedAt: at}
+		v, err := event.Encode(&e)
+		if err != nil {
+			return nil, err
+		}
+		msgs[i] = kafka.Message{Key: key, Value: v}
+	}
+	return msgs, nil
+}
+
+// notWritten reports whether a sink error means no event of the request was written, so
+// the quota it was charged can be given back.
+func notWritten(err error) bool {
+	return errors.Is(err, sink.ErrFull) || errors.Is(err, sink.ErrClosed) ||
+		errors.Is(err, sink.ErrNotWritten) || errors.Is(err, sink.ErrTooLarge)
+}

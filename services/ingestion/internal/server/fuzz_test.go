@@ -1,0 +1,76 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+)
+
+// FuzzParseEvents feeds the request body parser arbitrary bytes, with and without an API
+// key's customer. It must never panic, and what it accepts must keep the rules the
+// handler relies on: at least one event, one valid customer (the key's, if any), valid
+// ids, payloads that are JSON.
+func FuzzParseEvents(f *testing.F) {
+	for _, seed := range []struct{ body, key string }{
+		{`{"customer":"acme","id":"e1","payload":{"n":1}}`, ""},
+		{`[{"customer":"acme"},{"customer":"acme","payload":[1,2]}]`, ""},
+		{`[{"customer":"acme"},{"customer":"other"}]`, ""},
+		{`{"payload":"x"}`, "acme"},
+		{`[{},{"customer":"other"}]`, "acme"},
+		{`[]`, ""},
+		{`{"customer":"ac\u0007me"}`, ""},
+		{"{\"customer\":\"\xff\"}", ""},
+		{`{"customer":"acme"} trailing`, ""},
+		{`{"customer":"acme","unknown":1}`, ""},
+		{`{"customer":null,"payload":null}`, ""},
+	} {
+		f.Add([]byte(seed.body), seed.key)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, key string) {
+		if key != "" && throttle.ValidateCustomer(key) != nil {
+			key = "" // configured keys name valid customers
+		}
+		events, aerr := parseEvents(body, key)
+		if aerr != nil {
+			if events != nil {
+				t.Fatalf("error %v with %d events", aerr, len(events))
+			}
+			switch {
+			case aerr.Status == http.StatusBadRequest:
+			case aerr.Status == http.StatusForbidden && key != "":
+			default:
+				t.Fatalf("status %d (key %q): want 400, or 403 with a key", aerr.Status, key)
+			}
+			if aerr.Message == "" {
+				t.Fatal("error without a message")
+			}
+			return
+		}
+		if len(events) == 0 {
+			t.Fatal("accepted no events")
+		}
+		c := events[0].Customer
+		if err := throttle.ValidateCustomer(c); err != nil {
+			t.Fatalf("accepted invalid customer %q: %v", c, err)
+		}
+		if key != "" && c != key {
+			t.Fatalf("accepted customer %q with a key for %q", c, key)
+		}
+		for i, e := range events {
+			if e.Customer != c {
+				t.Fatalf("event %d: customer %q, first was %q", i, e.Customer, c)
+			}
+			if msg := checkID(e.ID); msg != "" {
+				t.Fatalf("event %d: accepted bad id: %s", i, msg)
+			}
+			if e.Payload != nil && !json.Valid(e.Payload) {
+				t.Fatalf("event %d: payload %q is not JSON", i, e.Payload)
+			}
+		}
+		if _, err := encode(events, c, t0); err != nil {
+			t.Fatalf("accepted events do not encode: %v", err)
+		}
+	})
+}

@@ -1,0 +1,54 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
+)
+
+// setRateLimit sets the RateLimit-Policy and RateLimit fields of
+// draft-ietf-httpapi-ratelimit-headers-09 (structured fields, one policy named
+// "default"):
+//
+//	RateLimit-Policy: "default";q=<quota>;w=<window seconds>
+//	RateLimit: "default";r=<remaining>;t=<seconds until the quota is whole again>
+//
+// q is this replica's share of the customer's limit (the limit divided among the alive
+// replicas), since that is what r and t are counted against. The unit is events, not
+// requests: a request of N events uses N. w and t are whole seconds, rounded up (the
+// draft has no fractions). The limiter is a GCRA, a bucket that refills continuously,
+// so t is when the whole quota is back, while r grows by one every w/q seconds before
+// that. Shadow-mode throttles send no fields: the client is not limited.
+func setRateLimit(h http.Header, d limit.Decision) {
+	var b [64]byte
+	p := append(b[:0], `"default";q=`...)
+	p = appendInt(p, d.Quota.Q)
+	p = append(p, ";w="...)
+	p = appendInt(p, ceilSeconds(d.Quota.W))
+	h.Set("RateLimit-Policy", string(p))
+
+	p = append(b[:0], `"default";r=`...)
+	p = appendInt(p, d.Remaining)
+	p = append(p, ";t="...)
+	p = appendInt(p, ceilSeconds(d.Reset))
+	h.Set("RateLimit", string(p))
+}
+
+// setRetryAfter sets Retry-After in whole seconds, rounded up and at least 1: retrying
+// sooner than the limiter allows would only be refused again.
+func setRetryAfter(h http.Header, d time.Duration) {
+	h.Set("Retry-After", strconv.FormatInt(max(ceilSeconds(d), 1), 10))
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+func appendInt(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

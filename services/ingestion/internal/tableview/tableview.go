@@ -1,0 +1,45 @@
+// Package tableview is what ingestion needs from the throttle table, written in
+// ingestion's own types so every internal package builds and tests against fakes
+// without depending on the table's concrete type. main adapts *throttle.Table to it.
+package tableview
+
+import "github.com/sluice-dev/sluice/pkg/throttle"
+
+// Table is the throttle table as ingestion uses it.
+type Table interface {
+	// Ready reports whether the table has caught up with the throttle topic; before
+	// that, Lookup and Active return nothing.
+	Ready() bool
+	// Lookup returns the customer's active throttle. Called for every request: it must
+	// not block or allocate.
+	Lookup(customer string) (throttle.Record, bool)
+	// Active returns every active throttle, ordered by customer.
+	Active() []throttle.Record
+	// Stats returns the table's freshness figures.
+	Stats() Stats
+}
+
+// Stats describes the table: whether it caught up, whether the broker answers, and how
+// far each partition is behind.
+type Stats struct {
+	Ready bool
+	// Fresh is false while the broker cannot be reached: the table then serves the
+	// throttles it last knew.
+	Fresh      bool
+	Active     int
+	Partitions []Partition
+	// Poison counts skipped records by reason.
+	Poison map[string]int64
+}
+
+// Partition is one partition's reading progress.
+type Partition struct {
+	Partition     int
+	Position      int64 // next offset to read
+	End           int64 // the end offset to reach to count as caught up (taken at start)
+	HighWatermark int64
+	CaughtUp      bool
+}
+
+// Lag is how many offsets the partition is behind its high watermark.
+func (p Partition) Lag() int64 { return max(p.HighWatermark-p.Position, 0) }
