@@ -176,8 +176,8 @@ func compactAway(t *testing.T, f *fixture) {
 func TestSweeperTombstonesExpiredThrottles(t *testing.T) {
 	f := newCompactingFixture(t)
 	// Two processing instances sweep at once: duplicate tombstones are harmless.
-	tb1, _ := f.sweeping()
-	tb2, _ := f.sweeping()
+	tb1, sw1 := f.sweeping()
+	tb2, sw2 := f.sweeping()
 	p := f.publisher()
 	r := rec("acme", 20, 300*time.Millisecond)
 	if err := p.Set(t.Context(), r); err != nil {
@@ -199,6 +199,16 @@ func TestSweeperTombstonesExpiredThrottles(t *testing.T) {
 		wantLimit(t, tb, "acme", -1)
 		wantLimit(t, tb, "globex", 5)
 	}
+	// Both sweepers are done writing (one or two tombstones, both harmless) before the
+	// log is compacted, so no tombstone lands after the compaction.
+	idle := func() bool {
+		a, b := sw1.Pending()
+		c, d := sw2.Pending()
+		return a+b+c+d == 0
+	}
+	eventually(t, "sweepers idle", idle)
+	time.Sleep(200 * time.Millisecond) // ten table sweeps: the slower table has expired acme too
+	eventually(t, "sweepers still idle", idle)
 	compactAway(t, f)
 	if l := logOf(t, f, "acme"); len(l) != 0 {
 		t.Fatalf("got %d records of acme after compaction, want the key gone", len(l))
