@@ -5,7 +5,7 @@ package main
 // values, the probes and ports are the ones the service serves, the replicas have
 // distinct ids, the metrics the dashboard and the alerts query are ones it registers,
 // and the topics it uses exist with their settings. The readers of the files are in
-// deployfiles_test.go (shared with services/processing); the checks that concern no
+// pkg/throttle/deploycheck (shared with services/processing); the checks that concern no
 // service in particular (alert runbooks, kustomization completeness) are in
 // services/processing/deploy_test.go.
 
@@ -21,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
@@ -59,11 +60,11 @@ func valueOr(t *testing.T, env map[string]string, key string) string {
 	if v, ok := env[key]; ok && v != "" {
 		return v
 	}
-	return configDefault(t, config.Config{}, key)
+	return deploycheck.ConfigDefault(t, config.Config{}, key)
 }
 
 func TestDeployEnvIsReadByConfig(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	known := configVars(t)
 	check := func(where string, env map[string]string) {
 		for _, k := range slices.Sorted(maps.Keys(env)) {
@@ -72,14 +73,14 @@ func TestDeployEnvIsReadByConfig(t *testing.T) {
 			}
 		}
 	}
-	services := composeServices(t, root, deployDockerfile)
+	services := deploycheck.ComposeServices(t, root, deployDockerfile)
 	if len(services) == 0 {
 		t.Fatalf("docker-compose.yml: no service built from %s", deployDockerfile)
 	}
 	for _, s := range services {
 		check("docker-compose.yml service "+s.Name, s.Env)
 	}
-	containers := k8sContainers(t, k8sDocs(t, root), deployImage)
+	containers := deploycheck.K8sContainers(t, deploycheck.K8sDocs(t, root), deployImage)
 	if len(containers) == 0 {
 		t.Fatalf("deploy/k8s: no container runs image %s", deployImage)
 	}
@@ -91,12 +92,12 @@ func TestDeployEnvIsReadByConfig(t *testing.T) {
 // The settings each deployment gives must also be valid: Validate accepts them, as the
 // service would at start.
 func TestDeployEnvIsValid(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	envs := map[string]map[string]string{}
-	for _, s := range composeServices(t, root, deployDockerfile) {
+	for _, s := range deploycheck.ComposeServices(t, root, deployDockerfile) {
 		envs["docker-compose.yml service "+s.Name] = s.Env
 	}
-	for _, c := range k8sContainers(t, k8sDocs(t, root), deployImage) {
+	for _, c := range deploycheck.K8sContainers(t, deploycheck.K8sDocs(t, root), deployImage) {
 		envs[c.Where] = c.Env
 	}
 	for where, env := range envs {
@@ -124,8 +125,8 @@ func TestDeployEnvIsValid(t *testing.T) {
 // Replicas share each customer's limit through the membership topic, keyed by replica
 // id: two replicas with one id count as one, and the fleet admits twice the limit.
 func TestDeployReplicasHaveDistinctIDs(t *testing.T) {
-	root := deployRoot(t)
-	services := composeServices(t, root, deployDockerfile)
+	root := deploycheck.Root(t)
+	services := deploycheck.ComposeServices(t, root, deployDockerfile)
 	if len(services) < 2 {
 		t.Errorf("docker-compose.yml: got %d ingestion replicas, want at least 2 (the fleet share is part of what it shows)", len(services))
 	}
@@ -139,11 +140,11 @@ func TestDeployReplicasHaveDistinctIDs(t *testing.T) {
 			t.Errorf("docker-compose.yml services %s and %s: the same REPLICA_ID %q", other, s.Name, id)
 		}
 		ids[id] = s.Name
-		for _, p := range atList(s.Def, "ports") {
-			if other, dup := ports[atString(p)]; dup {
-				t.Errorf("docker-compose.yml services %s and %s publish the same port %s", other, s.Name, atString(p))
+		for _, p := range deploycheck.AtList(s.Def, "ports") {
+			if other, dup := ports[deploycheck.AtString(p)]; dup {
+				t.Errorf("docker-compose.yml services %s and %s publish the same port %s", other, s.Name, deploycheck.AtString(p))
 			}
-			ports[atString(p)] = s.Name
+			ports[deploycheck.AtString(p)] = s.Name
 		}
 		for _, key := range []string{"MEMBERS_TOPIC", "EVENTS_TOPIC", "THROTTLE_TOPIC"} {
 			if got, want := valueOr(t, s.Env, key), valueOr(t, services[0].Env, key); got != want {
@@ -151,40 +152,40 @@ func TestDeployReplicasHaveDistinctIDs(t *testing.T) {
 			}
 		}
 	}
-	for _, c := range k8sContainers(t, k8sDocs(t, root), deployImage) {
+	for _, c := range deploycheck.K8sContainers(t, deploycheck.K8sDocs(t, root), deployImage) {
 		// On Kubernetes the host name is the pod name: unique per replica. A REPLICA_ID
 		// in a Deployment's template would be every replica's.
 		if _, set := c.Env["REPLICA_ID"]; set {
 			t.Errorf("%s: sets REPLICA_ID, which every replica of the workload would share; leave it to the pod name", c.Where)
 		}
-		if r, err := strconv.Atoi(atString(c.Workload, "spec", "replicas")); err == nil && r < 2 {
+		if r, err := strconv.Atoi(deploycheck.AtString(c.Workload, "spec", "replicas")); err == nil && r < 2 {
 			t.Errorf("%s: %d replicas: want at least 2 to survive the loss of one", c.Where, r)
 		}
 	}
 }
 
 func TestDeployK8sWorkload(t *testing.T) {
-	root := deployRoot(t)
-	docs := k8sDocs(t, root)
-	for _, c := range k8sContainers(t, docs, deployImage) {
+	root := deploycheck.Root(t)
+	docs := deploycheck.K8sDocs(t, root)
+	for _, c := range deploycheck.K8sContainers(t, docs, deployImage) {
 		t.Run(c.Where, func(t *testing.T) {
-			port := addrPort(t, valueOr(t, c.Env, "HTTP_ADDR"))
-			checkContainer(t, c, port)
-			checkPodSpec(t, c, duration(t, "SHUTDOWN_TIMEOUT", valueOr(t, c.Env, "SHUTDOWN_TIMEOUT")))
-			checkServiceAndPDB(t, docs, c, port)
+			port := deploycheck.AddrPort(t, valueOr(t, c.Env, "HTTP_ADDR"))
+			deploycheck.CheckContainer(t, c, port)
+			deploycheck.CheckPodSpec(t, c, deploycheck.ParseDuration(t, "SHUTDOWN_TIMEOUT", valueOr(t, c.Env, "SHUTDOWN_TIMEOUT")))
+			deploycheck.CheckServiceAndPDB(t, docs, c, port)
 		})
 	}
 }
 
 func TestDeployDockerfile(t *testing.T) {
-	root := deployRoot(t)
-	port := addrPort(t, configDefault(t, config.Config{}, "HTTP_ADDR"))
-	checkDockerfile(t, root, deployDockerfile, deployService, port)
+	root := deploycheck.Root(t)
+	port := deploycheck.AddrPort(t, deploycheck.ConfigDefault(t, config.Config{}, "HTTP_ADDR"))
+	deploycheck.CheckDockerfile(t, root, deployDockerfile, deployService, port)
 }
 
 // ingestionMetrics is every metric family the ingestion service registers, gathered
 // after each one has been given a series.
-func ingestionMetrics(t *testing.T) map[string]metricInfo {
+func ingestionMetrics(t *testing.T) map[string]deploycheck.Metric {
 	t.Helper()
 	m := metrics.New()
 	kinds := []string{
@@ -207,9 +208,9 @@ func ingestionMetrics(t *testing.T) map[string]metricInfo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]metricInfo{}
+	out := map[string]deploycheck.Metric{}
 	for _, f := range families {
-		info := metricInfo{Type: strings.ToLower(f.GetType().String()), Labels: map[string]bool{}, Values: map[string][]string{}}
+		info := deploycheck.Metric{Type: strings.ToLower(f.GetType().String()), Labels: map[string]bool{}, Values: map[string][]string{}}
 		if f.GetType() == dto.MetricType_UNTYPED {
 			info.Type = "untyped"
 		}
@@ -240,16 +241,16 @@ func ingestionMetrics(t *testing.T) map[string]metricInfo {
 }
 
 func TestDeployMetricsExist(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	known := ingestionMetrics(t)
 	services := []string{"processing", "ingestion"}
-	used := checkExprs(t, dashboardExprs(t, root), "sluice_ingestion_", known, services)
+	used := deploycheck.CheckExprs(t, deploycheck.DashboardExprs(t, root), "sluice_ingestion_", known, services)
 	for _, name := range slices.Sorted(maps.Keys(known)) {
 		if strings.HasPrefix(name, "sluice_ingestion_") && !used[name] {
 			t.Errorf("the dashboard shows no panel of %s", name)
 		}
 	}
-	if len(checkExprs(t, alertExprs(t, root), "sluice_ingestion_", known, services)) == 0 {
+	if len(deploycheck.CheckExprs(t, deploycheck.AlertExprs(t, root), "sluice_ingestion_", known, services)) == 0 {
 		t.Errorf("no alert rule looks at an ingestion metric")
 	}
 }
@@ -258,13 +259,13 @@ func TestDeployMetricsExist(t *testing.T) {
 // settings ensureMembersTopic (main.go) creates it with, the events topic with the
 // delete policy, and the throttle topic it reads.
 func TestDeployTopics(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	// ensureMembersTopic's spec (main.go), repeated here: keep them in step.
 	members := throttle.TopicSpec{
 		Partitions: 1, DeleteRetention: time.Hour, SegmentMs: 10 * time.Minute,
 		MaxCompactionLag: 30 * time.Minute, MinCompactionLag: time.Minute,
 	}
-	check := func(where string, env map[string]string, topics map[string]topicSpec) {
+	check := func(where string, env map[string]string, topics map[string]deploycheck.Topic) {
 		name := valueOr(t, env, "MEMBERS_TOPIC")
 		if got, ok := topics[name]; !ok {
 			t.Errorf("%s: MEMBERS_TOPIC=%s: no such topic is created", where, name)
@@ -272,7 +273,7 @@ func TestDeployTopics(t *testing.T) {
 			if got.Partitions != members.Partitions {
 				t.Errorf("%s: topic %s: got %d partitions, want %d", got.Where, name, got.Partitions, members.Partitions)
 			}
-			if want := members.Configs(got.Replicas); !equalConfigs(got.Configs, want) {
+			if want := members.Configs(got.Replicas); !deploycheck.EqualConfigs(got.Configs, want) {
 				t.Errorf("%s: topic %s configs:\n got %v\nwant %v (ensureMembersTopic's, for %d replicas)", got.Where, name, got.Configs, want, got.Replicas)
 			}
 		}
@@ -289,11 +290,11 @@ func TestDeployTopics(t *testing.T) {
 			t.Errorf("%s: THROTTLE_TOPIC=%s: want it created, compacted", where, throttles)
 		}
 	}
-	compose, strimzi := composeTopics(t, root), strimziTopics(t, root)
-	for _, s := range composeServices(t, root, deployDockerfile) {
+	compose, strimzi := deploycheck.ComposeTopics(t, root), deploycheck.StrimziTopics(t, root)
+	for _, s := range deploycheck.ComposeServices(t, root, deployDockerfile) {
 		check("docker-compose.yml service "+s.Name, s.Env, compose)
 	}
-	for _, c := range k8sContainers(t, k8sDocs(t, root), deployImage) {
+	for _, c := range deploycheck.K8sContainers(t, deploycheck.K8sDocs(t, root), deployImage) {
 		check(c.Where, c.Env, strimzi)
 	}
 }

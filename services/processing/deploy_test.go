@@ -4,10 +4,9 @@ package main
 // variable they set is one the configuration reads, the probes and ports are the ones
 // the service serves, the metrics the dashboard and the alerts query are ones it
 // registers, and the topics are created with the settings pkg/throttle wants. The
-// readers of the files are in deployfiles_test.go.
+// readers of the files are in pkg/throttle/deploycheck.
 
 import (
-	"bytes"
 	"fmt"
 	"maps"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"
@@ -55,7 +55,7 @@ func configVars(t *testing.T) map[string]bool {
 }
 
 func TestDeployEnvIsReadByConfig(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	known := configVars(t)
 	check := func(where string, env map[string]string) {
 		for _, k := range slices.Sorted(maps.Keys(env)) {
@@ -65,7 +65,7 @@ func TestDeployEnvIsReadByConfig(t *testing.T) {
 		}
 	}
 
-	services := composeServices(t, root, deployDockerfile)
+	services := deploycheck.ComposeServices(t, root, deployDockerfile)
 	if len(services) == 0 {
 		t.Fatalf("docker-compose.yml: no service built from %s", deployDockerfile)
 	}
@@ -73,7 +73,7 @@ func TestDeployEnvIsReadByConfig(t *testing.T) {
 		check("docker-compose.yml service "+s.Name, s.Env)
 	}
 
-	containers := k8sContainers(t, k8sDocs(t, root), deployImage)
+	containers := deploycheck.K8sContainers(t, deploycheck.K8sDocs(t, root), deployImage)
 	if len(containers) == 0 {
 		t.Fatalf("deploy/k8s: no container runs image %s", deployImage)
 	}
@@ -85,12 +85,12 @@ func TestDeployEnvIsReadByConfig(t *testing.T) {
 // The settings each deployment gives must also be valid: Validate accepts them, as the
 // service would at start.
 func TestDeployEnvIsValid(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	envs := map[string]map[string]string{}
-	for _, s := range composeServices(t, root, deployDockerfile) {
+	for _, s := range deploycheck.ComposeServices(t, root, deployDockerfile) {
 		envs["docker-compose.yml service "+s.Name] = s.Env
 	}
-	for _, c := range k8sContainers(t, k8sDocs(t, root), deployImage) {
+	for _, c := range deploycheck.K8sContainers(t, deploycheck.K8sDocs(t, root), deployImage) {
 		envs[c.Where] = c.Env
 	}
 	for where, env := range envs {
@@ -121,34 +121,34 @@ func valueOr(t *testing.T, env map[string]string, key string) string {
 	if v, ok := env[key]; ok && v != "" {
 		return v
 	}
-	return configDefault(t, config.Config{}, key)
+	return deploycheck.ConfigDefault(t, config.Config{}, key)
 }
 
 func TestDeployK8sWorkload(t *testing.T) {
-	root := deployRoot(t)
-	docs := k8sDocs(t, root)
-	for _, c := range k8sContainers(t, docs, deployImage) {
+	root := deploycheck.Root(t)
+	docs := deploycheck.K8sDocs(t, root)
+	for _, c := range deploycheck.K8sContainers(t, docs, deployImage) {
 		t.Run(c.Where, func(t *testing.T) {
-			port := addrPort(t, valueOr(t, c.Env, "ADMIN_ADDR"))
-			checkContainer(t, c, port)
-			checkPodSpec(t, c, duration(t, "SHUTDOWN_TIMEOUT", valueOr(t, c.Env, "SHUTDOWN_TIMEOUT")))
-			checkServiceAndPDB(t, docs, c, port)
+			port := deploycheck.AddrPort(t, valueOr(t, c.Env, "ADMIN_ADDR"))
+			deploycheck.CheckContainer(t, c, port)
+			deploycheck.CheckPodSpec(t, c, deploycheck.ParseDuration(t, "SHUTDOWN_TIMEOUT", valueOr(t, c.Env, "SHUTDOWN_TIMEOUT")))
+			deploycheck.CheckServiceAndPDB(t, docs, c, port)
 		})
 	}
 }
 
 func TestDeployDockerfile(t *testing.T) {
-	root := deployRoot(t)
-	port := addrPort(t, configDefault(t, config.Config{}, "ADMIN_ADDR"))
-	checkDockerfile(t, root, deployDockerfile, deployService, port)
+	root := deploycheck.Root(t)
+	port := deploycheck.AddrPort(t, deploycheck.ConfigDefault(t, config.Config{}, "ADMIN_ADDR"))
+	deploycheck.CheckDockerfile(t, root, deployDockerfile, deployService, port)
 }
 
 // processingMetrics is every metric family the processing service registers, read from
 // the collectors it registers: names and labels from their descriptors, so that a vector
 // with no series yet is listed too.
-func processingMetrics(t *testing.T) map[string]metricInfo {
+func processingMetrics(t *testing.T) map[string]deploycheck.Metric {
 	t.Helper()
-	rec := &recordingRegisterer{Registerer: prometheus.NewRegistry(), metrics: map[string]metricInfo{}, t: t}
+	rec := &recordingRegisterer{Registerer: prometheus.NewRegistry(), metrics: map[string]deploycheck.Metric{}, t: t}
 	metrics.New(rec)
 	if len(rec.metrics) < 5 {
 		t.Fatalf("read %d metrics from the processing collectors, want all of them: %v", len(rec.metrics), rec.metrics)
@@ -174,7 +174,7 @@ func processingMetrics(t *testing.T) map[string]metricInfo {
 // recordingRegisterer records the descriptors of the collectors registered through it.
 type recordingRegisterer struct {
 	prometheus.Registerer
-	metrics map[string]metricInfo
+	metrics map[string]deploycheck.Metric
 	t       *testing.T
 }
 
@@ -204,7 +204,7 @@ func (r *recordingRegisterer) Register(c prometheus.Collector) error {
 		if name == nil || labels == nil {
 			r.t.Fatalf("cannot read the name and labels of descriptor %s", s)
 		}
-		info := metricInfo{Type: typ, Labels: map[string]bool{}, Values: map[string][]string{}}
+		info := deploycheck.Metric{Type: typ, Labels: map[string]bool{}, Values: map[string][]string{}}
 		for _, l := range strings.Split(labels[1], ",") {
 			// A constrained label prints as c(name).
 			if l = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(l), "c("), ")"); l != "" {
@@ -225,16 +225,16 @@ func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) {
 }
 
 func TestDeployMetricsExist(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	known := processingMetrics(t)
 	services := []string{"processing", "ingestion"}
-	used := checkExprs(t, dashboardExprs(t, root), "sluice_processing_", known, services)
+	used := deploycheck.CheckExprs(t, deploycheck.DashboardExprs(t, root), "sluice_processing_", known, services)
 	for _, name := range slices.Sorted(maps.Keys(known)) {
 		if !used[name] {
 			t.Errorf("the dashboard shows no panel of %s", name)
 		}
 	}
-	alertsUsed := checkExprs(t, alertExprs(t, root), "sluice_processing_", known, services)
+	alertsUsed := deploycheck.CheckExprs(t, deploycheck.AlertExprs(t, root), "sluice_processing_", known, services)
 	if len(alertsUsed) == 0 {
 		t.Errorf("no alert rule looks at a processing metric")
 	}
@@ -242,22 +242,22 @@ func TestDeployMetricsExist(t *testing.T) {
 
 // Every alert has a severity, a summary, and a runbook: its section in OPERATIONS.md.
 func TestDeployAlertRunbooks(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	ops, err := os.ReadFile(filepath.Join(root, "deploy", "OPERATIONS.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	anchors := map[string]bool{}
 	for _, m := range regexp.MustCompile(`(?m)^#{1,6} +(.+?) *$`).FindAllStringSubmatch(string(ops), -1) {
-		anchors[githubAnchor(m[1])] = true
+		anchors[deploycheck.GitHubAnchor(m[1])] = true
 	}
-	rules := alertRules(t, root)
+	rules := deploycheck.AlertRules(t, root)
 	if len(rules) == 0 {
 		t.Fatal("alerts.yaml: no rules")
 	}
 	seen := map[string]bool{}
 	for _, r := range rules {
-		name := atString(r.Def, "alert")
+		name := deploycheck.AtString(r.Def, "alert")
 		if name == "" {
 			t.Errorf("group %s: a rule without an alert name", r.Group)
 			continue
@@ -266,13 +266,13 @@ func TestDeployAlertRunbooks(t *testing.T) {
 			t.Errorf("alert %s defined twice", name)
 		}
 		seen[name] = true
-		if sev := atString(r.Def, "labels", "severity"); sev != "critical" && sev != "warning" && sev != "info" {
+		if sev := deploycheck.AtString(r.Def, "labels", "severity"); sev != "critical" && sev != "warning" && sev != "info" {
 			t.Errorf("alert %s: got severity %q, want critical, warning or info", name, sev)
 		}
-		if atString(r.Def, "annotations", "summary") == "" || atString(r.Def, "annotations", "description") == "" {
+		if deploycheck.AtString(r.Def, "annotations", "summary") == "" || deploycheck.AtString(r.Def, "annotations", "description") == "" {
 			t.Errorf("alert %s: want a summary and a description", name)
 		}
-		url := atString(r.Def, "annotations", "runbook_url")
+		url := deploycheck.AtString(r.Def, "annotations", "runbook_url")
 		file, anchor, _ := strings.Cut(url, "#")
 		if !strings.HasSuffix(file, "deploy/OPERATIONS.md") || !anchors[anchor] {
 			t.Errorf("alert %s: runbook_url %q: want deploy/OPERATIONS.md#<a heading of it>", name, url)
@@ -287,12 +287,12 @@ func TestDeployAlertRunbooks(t *testing.T) {
 // compose job (one broker) and as a Strimzi KafkaTopic (three replicas). The event
 // topics processing reads and writes exist too.
 func TestDeployTopics(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	spec := throttle.DefaultTopicSpec()
 
-	compose := composeTopics(t, root)
-	strimzi := strimziTopics(t, root)
-	for _, set := range []map[string]topicSpec{compose, strimzi} {
+	compose := deploycheck.ComposeTopics(t, root)
+	strimzi := deploycheck.StrimziTopics(t, root)
+	for _, set := range []map[string]deploycheck.Topic{compose, strimzi} {
 		got, ok := set[spec.Name]
 		if !ok {
 			t.Errorf("topic %s: not created; topics %v", spec.Name, slices.Sorted(maps.Keys(set)))
@@ -301,7 +301,7 @@ func TestDeployTopics(t *testing.T) {
 		if got.Partitions != spec.Partitions {
 			t.Errorf("%s: %s: got %d partitions, want %d (never change it on a live topic)", got.Where, spec.Name, got.Partitions, spec.Partitions)
 		}
-		if want := spec.Configs(got.Replicas); !equalConfigs(got.Configs, want) {
+		if want := spec.Configs(got.Replicas); !deploycheck.EqualConfigs(got.Configs, want) {
 			t.Errorf("%s: %s configs:\n got %v\nwant %v (throttle.DefaultTopicSpec().Configs(%d))", got.Where, spec.Name, got.Configs, want, got.Replicas)
 		}
 	}
@@ -310,10 +310,10 @@ func TestDeployTopics(t *testing.T) {
 	}
 
 	// The event topics, under the names the deployments configure.
-	for _, s := range composeServices(t, root, deployDockerfile) {
+	for _, s := range deploycheck.ComposeServices(t, root, deployDockerfile) {
 		checkEventTopics(t, "docker-compose.yml service "+s.Name, s.Env, compose)
 	}
-	for _, c := range k8sContainers(t, k8sDocs(t, root), deployImage) {
+	for _, c := range deploycheck.K8sContainers(t, deploycheck.K8sDocs(t, root), deployImage) {
 		checkEventTopics(t, c.Where, c.Env, strimzi)
 		if got, want := valueOr(t, c.Env, "THROTTLE_TOPIC"), spec.Name; got != want {
 			t.Errorf("%s: THROTTLE_TOPIC %q: the KafkaTopic is %q", c.Where, got, want)
@@ -321,7 +321,7 @@ func TestDeployTopics(t *testing.T) {
 	}
 }
 
-func checkEventTopics(t *testing.T, where string, env map[string]string, topics map[string]topicSpec) {
+func checkEventTopics(t *testing.T, where string, env map[string]string, topics map[string]deploycheck.Topic) {
 	t.Helper()
 	partitions, _ := strconv.Atoi(valueOr(t, env, "EVENTS_TOPIC_PARTITIONS"))
 	for _, key := range []string{"EVENTS_TOPIC", "PROCESSED_TOPIC", "DLQ_TOPIC"} {
@@ -343,16 +343,16 @@ func checkEventTopics(t *testing.T, where string, env map[string]string, topics 
 // Every kustomization lists files that exist, and every manifest under deploy/k8s is
 // listed by the kustomization of its directory: none is forgotten by `kubectl apply -k`.
 func TestDeployKustomizations(t *testing.T) {
-	root := deployRoot(t)
+	root := deploycheck.Root(t)
 	listed := map[string]bool{}
 	var kustomizations int
-	for _, d := range k8sDocs(t, root) {
-		if !isKustomization(d) {
+	for _, d := range deploycheck.K8sDocs(t, root) {
+		if !deploycheck.IsKustomization(d) {
 			continue
 		}
 		kustomizations++
 		dir := filepath.Dir(d.Path)
-		for _, r := range atList(d.Doc, "resources") {
+		for _, r := range deploycheck.AtList(d.Doc, "resources") {
 			p := filepath.Join(dir, fmt.Sprint(r))
 			if _, err := os.Stat(filepath.Join(root, p)); err != nil {
 				t.Errorf("%s: resource %s: %v", d.Path, r, err)
@@ -363,72 +363,9 @@ func TestDeployKustomizations(t *testing.T) {
 	if kustomizations == 0 {
 		t.Fatal("deploy/k8s: no kustomization.yaml")
 	}
-	for _, d := range k8sDocs(t, root) {
-		if !isKustomization(d) && !listed[d.Path] {
+	for _, d := range deploycheck.K8sDocs(t, root) {
+		if !deploycheck.IsKustomization(d) && !listed[d.Path] {
 			t.Errorf("%s: not listed in the resources of %s/kustomization.yaml", d.Path, filepath.Dir(d.Path))
-		}
-	}
-}
-
-// deployfiles_test.go is shared with services/ingestion word for word.
-func TestDeployHelpersIdentical(t *testing.T) {
-	mine, err := os.ReadFile("deployfiles_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	theirs, err := os.ReadFile(filepath.Join("..", "ingestion", "deployfiles_test.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(mine, theirs) {
-		t.Error("services/processing/deployfiles_test.go and services/ingestion/deployfiles_test.go differ: change both")
-	}
-}
-
-func TestParsePromQL(t *testing.T) {
-	tests := []struct {
-		expr      string
-		selectors []string // metric{label op value,...}
-		grouping  []string
-	}{
-		{`up`, []string{"up"}, nil},
-		{`sum by (result) (rate(a_total[$__rate_interval]))`, []string{"a_total"}, []string{"result"}},
-		{`sum(rate(a_total{x="y",z=~"p|q"}[5m])) by (le) / on(instance) group_left b`, []string{`a_total{x="y",z=~"p|q"}`, "b"}, []string{"le", "instance"}},
-		{`histogram_quantile(0.99, sum by (le) (rate(h_bucket[10m]))) > 5`, []string{"h_bucket"}, []string{"le"}},
-		{`absent(m) or vector(0) and bool 1e3`, []string{"m"}, nil},
-		{`label_replace(m, "dst", "$1", "src", "(.*)")`, []string{"m"}, nil},
-		{`{__name__="m", a!="b"} offset 5m`, []string{`m{a!="b"}`}, nil},
-		{`sum without (pod) (m) / ignoring (pod) n`, []string{"m", "n"}, []string{"pod", "pod"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.expr, func(t *testing.T) {
-			q, err := parsePromQL(tt.expr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, s := range q.Selectors {
-				var ms []string
-				for _, m := range s.Matchers {
-					ms = append(ms, m.Label+m.Op+strconv.Quote(m.Value))
-				}
-				if len(ms) > 0 {
-					got = append(got, s.Metric+"{"+strings.Join(ms, ",")+"}")
-				} else {
-					got = append(got, s.Metric)
-				}
-			}
-			if !slices.Equal(got, tt.selectors) {
-				t.Errorf("selectors: got %q, want %q", got, tt.selectors)
-			}
-			if !slices.Equal(q.Grouping, tt.grouping) {
-				t.Errorf("grouping: got %q, want %q", q.Grouping, tt.grouping)
-			}
-		})
-	}
-	for _, bad := range []string{`m{a="b"`, `m{a~"b"}`, `rate(m[5m)`, `"open`, `m # comment`} {
-		if _, err := parsePromQL(bad); err == nil {
-			t.Errorf("parsePromQL(%q): got no error", bad)
 		}
 	}
 }

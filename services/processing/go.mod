@@ -8,7 +8,6 @@ require (
 	github.com/segmentio/kafka-go v0.4.51
 	github.com/sluice-dev/sluice/pkg/throttle v0.0.0
 	go.uber.org/zap v1.28.0
-	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (
@@ -38,6 +37,7 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
 replace github.com/sluice-dev/sluice/pkg/throttle => ../../pkg/throttle
