@@ -2,7 +2,11 @@ module github.com/sluice-dev/sluice/deploy/local
 
 go 1.26.0
 
-require github.com/sluice-dev/sluice/pkg/throttle v0.0.0
+require (
+	github.com/segmentio/kafka-go v0.4.51
+	github.com/sluice-dev/sluice/pkg/throttle v0.0.0
+	github.com/twmb/franz-go/pkg/sr v1.8.0
+)
 
 require (
 	github.com/golang/snappy v1.0.0 // indirect
@@ -11,11 +15,9 @@ require (
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/riferrei/srclient v0.7.3 // indirect
 	github.com/santhosh-tekuri/jsonschema/v5 v5.0.0 // indirect
-	github.com/segmentio/kafka-go v0.4.51 // indirect
 	github.com/twmb/franz-go v1.22.2 // indirect
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.0 // indirect
-	github.com/twmb/franz-go/pkg/sr v1.8.0 // indirect
 	github.com/xdg-go/pbkdf2 v1.0.0 // indirect
 	github.com/xdg-go/scram v1.1.2 // indirect
 	github.com/xdg-go/stringprep v1.0.4 // indirect

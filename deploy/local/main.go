@@ -5,6 +5,12 @@
 //
 // The services run as child processes built from this repository, exactly the binaries
 // a deployment runs, configured through the same environment variables.
+//
+// The same binary runs the fake infrastructure in containers, for the e2e suite or a
+// docker-compose file (see Dockerfile): -mode broker or -mode registry runs one half
+// alone, so that each can be stopped on its own; -host 0.0.0.0 listens on every
+// interface and -advertised-host names the host (a network alias) that the broker
+// tells clients to connect to.
 package main
 
 import (
@@ -15,19 +21,34 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
-// Fixed local ports, printed at start.
+// The modes of -mode.
+const (
+	modeAll      = "all"
+	modeInfra    = "infra"
+	modeBroker   = "broker"
+	modeRegistry = "registry"
+)
+
+// Fixed local ports, printed at start (the broker's and the registry's can be changed
+// with flags).
 const (
 	brokerPort     = 9092
 	registryPort   = 8081
@@ -47,31 +68,81 @@ func main() {
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("local", flag.ContinueOnError)
-	infraOnly := fs.Bool("infra-only", false, "start only the broker and the registry (run each service yourself with go run)")
-	demo := fs.Bool("demo", false, "drive traffic: one noisy customer among quiet ones")
+	mode := fs.String("mode", modeAll, "what to run: all (broker, registry and services), infra (broker and registry), broker, or registry")
+	infraOnly := fs.Bool("infra-only", false, "start only the broker and the registry (same as -mode infra; run each service yourself with go run)")
+	demo := fs.Bool("demo", false, "drive traffic: one noisy customer among quiet ones (mode all)")
 	dataDir := fs.String("data-dir", ".sluice-data", "where the broker keeps its log")
+	host := fs.String("host", "127.0.0.1", "interface the broker and the registry listen on (0.0.0.0 in a container)")
+	advertised := fs.String("advertised-host", "", "host the broker tells clients to connect to, such as a container's network alias (default: -host; required when -host is 0.0.0.0)")
+	kport := fs.Int("kafka-port", brokerPort, "the broker's port")
+	rport := fs.Int("registry-port", registryPort, "the registry's port")
+	compactEvery := fs.Duration("compact-every", time.Minute, "how often the broker compacts compacted topics (kfake's log.cleaner.backoff.ms), as a real broker's cleaner would from time to time")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	token := os.Getenv("ADMIN_TOKEN")
-	if token == "" {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b)
-		token = hex.EncodeToString(b)
+	// A stray word (a health-check subcommand meant for another binary, a typo) must not
+	// start a second broker on the same data directory.
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see -h)", fs.Args())
 	}
-
-	stack, err := throttletest.New(throttletest.Options{
-		DataDir: filepath.Join(*dataDir, "kafka"), KafkaPort: brokerPort, RegistryPort: registryPort,
-		// Compact every minute, as a real broker's cleaner would from time to time.
-		BrokerConfigs: map[string]string{"log.cleaner.backoff.ms": "60000"},
-	})
+	if *infraOnly {
+		*mode = modeInfra
+	}
+	switch *mode {
+	case modeAll, modeInfra, modeBroker, modeRegistry:
+	default:
+		return fmt.Errorf("-mode %q: want all, infra, broker or registry", *mode)
+	}
+	if *demo && *mode != modeAll {
+		return fmt.Errorf("-demo needs -mode all: it sends events to the services")
+	}
+	if *compactEvery <= 0 {
+		return fmt.Errorf("-compact-every %s: want > 0", *compactEvery)
+	}
+	// Clients inside this process (and the services it starts) dial the listening
+	// address, or loopback when it is every interface.
+	dialHost := *host
+	if ip := net.ParseIP(dialHost); ip != nil && ip.IsUnspecified() {
+		dialHost = "127.0.0.1"
+		if *advertised == "" && *mode != modeRegistry {
+			return fmt.Errorf("-host %s needs -advertised-host: clients cannot connect to %s", *host, *host)
+		}
+	}
+	if *mode == modeRegistry {
+		return runRegistry(ctx, out, net.JoinHostPort(*host, strconv.Itoa(*rport)), dialHost)
+	}
+	opts := throttletest.Options{
+		DataDir: filepath.Join(*dataDir, "kafka"), KafkaPort: *kport, RegistryPort: *rport,
+		KafkaHost: *host, AdvertisedHost: *advertised, RegistryHost: *host,
+		BrokerConfigs: map[string]string{"log.cleaner.backoff.ms": strconv.FormatInt(compactEvery.Milliseconds(), 10)},
+	}
+	if *mode == modeBroker {
+		// throttletest always starts a registry too: keep it off the registry's port and
+		// stop it below; in this mode the registry runs elsewhere.
+		opts.RegistryHost, opts.RegistryPort = "127.0.0.1", 0
+	}
+	stack, err := throttletest.New(opts)
 	if err != nil {
 		return fmt.Errorf("start embedded broker and registry: %w", err)
 	}
 	defer stack.Close()
+	// The ports actually bound (a flag may say 0: any free port).
+	_, kafkaPort, _ := net.SplitHostPort(stack.Brokers()[0])
+	brokerAddr := net.JoinHostPort(dialHost, kafkaPort)
+	if *mode == modeBroker {
+		// The services create the topics, as they do on a real cluster.
+		stack.StopRegistry()
+		fmt.Fprintf(out, "Kafka broker listening on %s, advertised as %s (log in %s)\n",
+			net.JoinHostPort(*host, kafkaPort), stack.Brokers()[0], *dataDir)
+		<-ctx.Done()
+		return nil
+	}
+	_, regPort, _ := net.SplitHostPort(strings.TrimPrefix(stack.RegistryURL(), "http://"))
+	registryAddr := net.JoinHostPort(dialHost, regPort)
+
 	// The registry is in memory: register the schema first thing, so it gets the same id
 	// as in the persisted records every time the stack starts.
-	codec, err := throttle.NewCodec(throttle.RegistryConfig{URL: stack.RegistryURL()}, throttle.DefaultTopic)
+	codec, err := throttle.NewCodec(throttle.RegistryConfig{URL: "http://" + registryAddr}, throttle.DefaultTopic)
 	if err != nil {
 		return err
 	}
@@ -80,16 +151,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := throttle.EnsureTopic(tctx, stack.Kafka(), throttle.TopicSpec{}); err != nil {
+	kc := stack.Kafka()
+	kc.Brokers = []string{brokerAddr}
+	if _, err := throttle.EnsureTopic(tctx, kc, throttle.TopicSpec{}); err != nil {
 		return err
 	}
 
 	fmt.Fprintf(out, `
 Sluice local stack
-  Kafka broker      127.0.0.1:%d   (log in %s)
-  Schema Registry   http://127.0.0.1:%d
-`, brokerPort, *dataDir, registryPort)
-	if *infraOnly {
+  Kafka broker      %s   (log in %s)
+  Schema Registry   http://%s
+`, stack.Brokers()[0], *dataDir, registryAddr)
+	if *mode == modeInfra {
 		fmt.Fprintf(out, `
 Only the broker and the registry are running. Start services with, for example:
   go run ./services/processing
@@ -98,6 +171,13 @@ Ctrl-C stops.
 `)
 		<-ctx.Done()
 		return nil
+	}
+
+	token := os.Getenv("ADMIN_TOKEN")
+	if token == "" {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		token = hex.EncodeToString(b)
 	}
 
 	bin, err := os.MkdirTemp("", "sluice-local-")
@@ -113,8 +193,8 @@ Ctrl-C stops.
 		}
 	}
 	common := []string{
-		fmt.Sprintf("KAFKA_BROKERS=127.0.0.1:%d", brokerPort),
-		fmt.Sprintf("SCHEMA_REGISTRY_URL=http://127.0.0.1:%d", registryPort),
+		"KAFKA_BROKERS=" + brokerAddr,
+		"SCHEMA_REGISTRY_URL=http://" + registryAddr,
 		"LOG_FORMAT=console",
 		"TOPIC_REPLICATION_FACTOR=1", "TOPIC_MIN_INSYNC_REPLICAS=1",
 	}
@@ -205,4 +285,40 @@ func (p proc) run(ctx context.Context, out io.Writer) error {
 		}
 		return nil
 	}
+}
+
+// runRegistry serves an in-memory Schema Registry on addr until ctx ends. dialHost is
+// how this process reaches it.
+func runRegistry(ctx context.Context, out io.Writer, addr, dialHost string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("start registry on %s: %w", addr, err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	dial := net.JoinHostPort(dialHost, port)
+	srv := &http.Server{Handler: srfake.NewRegistry().Handler(), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	// The registry forgets everything when it stops: registering the throttle schema
+	// first thing gives it the same id after every restart, the id the records on the
+	// topic carry.
+	codec, err := throttle.NewCodec(throttle.RegistryConfig{URL: "http://" + dial}, throttle.DefaultTopic)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	id, err := codec.Register()
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	fmt.Fprintf(out, "Schema Registry listening on %s (schema id %d under %s)\n", ln.Addr(), id, throttle.Subject(throttle.DefaultTopic))
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("serve registry: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
 }

@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+)
+
+// TestBrokerRestart: the broker stops and starts again (same container, its log kept).
+// Meanwhile ingestion keeps enforcing the throttles it knew; afterwards every service
+// reconnects by itself, no throttle is lost, and new throttles flow again.
+func TestBrokerRestart(t *testing.T) {
+	s := newStack(t, "broker-restart")
+	s.waitFleet(t, 2)
+	bases := s.bases(t)
+	topic := throttle.DefaultTopic
+
+	// Throttles set before: one for a customer that keeps sending, others idle. Two
+	// events an hour: one per replica, used up at once, never refilled during the test.
+	throttled := uniq("brk-throttled")
+	bystander := uniq("brk-bystander")
+	before := map[string]string{}
+	th := s.setThrottle(t, setRequest{Customer: throttled, Limit: 2, Window: "1h", Duration: "30m"})
+	before[throttled] = th.ID
+	for i := range 10 {
+		c := fmt.Sprintf("%s-other-%d", throttled, i)
+		before[c] = s.setThrottle(t, setRequest{Customer: c, Limit: 100, Window: "1m", Duration: "30m"}).ID
+	}
+	for c, id := range before {
+		waitVisible(t, bases, c, id, 30*time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for i, b := range bases {
+		for n := 0; postEvent(ctx, b, throttled) != http.StatusTooManyRequests; n++ {
+			if n > 5 {
+				t.Fatalf("replica %d never refused %s", i+1, throttled)
+			}
+		}
+	}
+
+	// Traffic all along: the throttled customer at 20 events/s, a bystander at 4/s, and
+	// a readiness probe of each replica.
+	type sample struct {
+		at      time.Time
+		replica int
+		what    string // "throttled", "bystander" or "readyz"
+		status  int
+	}
+	var (
+		mu      sync.Mutex
+		samples []sample
+	)
+	load, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	every := func(d time.Duration, what string, f func(ctx context.Context, base string) int) {
+		wg.Go(func() {
+			tick := time.NewTicker(d)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-load.Done():
+					return
+				case <-tick.C:
+				}
+				r := i % len(bases)
+				// A request may wait up to WRITE_TIMEOUT while the broker is away: do
+				// not let one slow answer hold up the next.
+				wg.Go(func() {
+					status := f(load, bases[r])
+					if load.Err() != nil {
+						return
+					}
+					mu.Lock()
+					samples = append(samples, sample{time.Now(), r, what, status})
+					mu.Unlock()
+				})
+			}
+		})
+	}
+	every(50*time.Millisecond, "throttled", func(ctx context.Context, b string) int { return postEvent(ctx, b, throttled) })
+	every(250*time.Millisecond, "bystander", func(ctx context.Context, b string) int { return postEvent(ctx, b, bystander) })
+	every(100*time.Millisecond, "readyz", readyz)
+	defer wg.Wait()
+	defer stopLoad()
+
+	time.Sleep(time.Second)
+	stopAt := time.Now()
+	if err := s.stop(ctx, s.kafka, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stoppedAt := time.Now()
+	time.Sleep(3 * time.Second)
+	startAt := time.Now()
+	if err := s.start(ctx, s.kafka); err != nil {
+		t.Fatal(err)
+	}
+	startedAt := time.Now()
+	report(t, "broker stopped in %s, down %s, started in %s", round(stoppedAt.Sub(stopAt)), round(startAt.Sub(stoppedAt)), round(startedAt.Sub(startAt)))
+
+	// Reconnection: processing publishes again, and both replicas read it.
+	after := uniq("brk-after")
+	th2 := s.setThrottle(t, setRequest{Customer: after, Limit: 100, Window: "1m", Duration: "30m"})
+	seen := waitVisible(t, bases, after, th2.ID, time.Minute)
+	for i, at := range seen {
+		report(t, "replica %d shows a throttle set after the restart %s after the broker started", i+1, round(at.Sub(startAt)))
+	}
+	// The bystander's events are written again on both replicas.
+	for i, b := range bases {
+		eventually(t, time.Minute, 100*time.Millisecond, "bystander accepted again", func(ctx context.Context) (bool, string) {
+			status := postEvent(ctx, b, bystander)
+			return status == http.StatusAccepted, fmt.Sprintf("status %d", status)
+		})
+		v, err := view(ctx, b)
+		if err != nil || !v.Fresh || !v.Ready {
+			t.Errorf("replica %d after the restart: ready %v, fresh %v (%v)", i+1, v.Ready, v.Fresh, err)
+		}
+		report(t, "replica %d accepts events again %s after the broker started", i+1, round(time.Since(startAt)))
+	}
+	time.Sleep(500 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+
+	// Enforcement throughout: the throttled customer was refused every time, while the
+	// broker was away too; never accepted, never a 5xx.
+	mu.Lock()
+	counts := map[string]map[int]int{}
+	down := map[string]map[int]int{}
+	for _, smp := range samples {
+		if counts[smp.what] == nil {
+			counts[smp.what], down[smp.what] = map[int]int{}, map[int]int{}
+		}
+		counts[smp.what][smp.status]++
+		if smp.at.After(stopAt) && smp.at.Before(startedAt) {
+			down[smp.what][smp.status]++
+		}
+		if smp.what == "throttled" && smp.status != http.StatusTooManyRequests {
+			t.Errorf("throttled customer on replica %d at %s (broker stopped %s, started %s): got status %d, want 429",
+				smp.replica+1, smp.at.Format("15:04:05.000"), stopAt.Format("15:04:05.000"), startedAt.Format("15:04:05.000"), smp.status)
+		}
+	}
+	mu.Unlock()
+	if down["throttled"][http.StatusTooManyRequests] == 0 {
+		t.Errorf("no request of the throttled customer answered while the broker was away")
+	}
+	report(t, "while the broker was away: throttled customer %v, bystander %v, /readyz %v (status: count)", down["throttled"], down["bystander"], down["readyz"])
+	report(t, "whole run: throttled customer %v, bystander %v, /readyz %v", counts["throttled"], counts["bystander"], counts["readyz"])
+
+	// No throttle lost: the log, both replicas and processing still have every one.
+	d := s.mustDump(t, topic)
+	model, _, err := replay(d, s.codec(t), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.adminList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inAdmin := map[string]string{}
+	for _, a := range list {
+		inAdmin[a.Customer] = a.ID
+	}
+	views := make([]ingestionView, len(bases))
+	for i, b := range bases {
+		if views[i], err = view(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for c, id := range before {
+		if got := model[c].ID; got != id {
+			t.Errorf("log after the restart: %s has throttle %q, want %q", c, got, id)
+		}
+		if got := inAdmin[c]; got != id {
+			t.Errorf("processing after the restart: %s has throttle %q, want %q", c, got, id)
+		}
+		for i, v := range views {
+			if got, _ := v.find(c); got.ID != id {
+				t.Errorf("replica %d after the restart: %s has throttle %q, want %q", i+1, c, got.ID, id)
+			}
+		}
+	}
+	report(t, "all %d throttles set before the restart are on the log, in processing and on both replicas", len(before))
+}
