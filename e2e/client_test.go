@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
 // httpc talks to every container through its mapped port.
@@ -68,24 +70,11 @@ func postEvent(ctx context.Context, base, customer string) int {
 	return status
 }
 
-// ingestionThrottle is a throttle as an ingestion replica shows it.
+// ingestionThrottle is a throttle as an ingestion replica shows it: the shared shape
+// plus the replica's share.
 type ingestionThrottle struct {
-	ID        string    `json:"id"`
-	Customer  string    `json:"customer"`
-	Limit     int64     `json:"limit"`
-	Share     int64     `json:"share"`
-	Window    string    `json:"window"`
-	WindowMs  int64     `json:"window_ms"`
-	Mode      string    `json:"mode"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	SetBy     string    `json:"set_by"`
-	Reason    struct {
-		Kind   string  `json:"kind"`
-		Note   string  `json:"note"`
-		Metric string  `json:"metric"`
-		Value  float64 `json:"value"`
-	} `json:"reason"`
+	throttle.RecordJSON
+	Share int64 `json:"share"`
 }
 
 // ingestionView is an ingestion replica's GET /v1/throttles.

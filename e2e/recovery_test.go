@@ -182,10 +182,10 @@ func compareTables(t *testing.T, got ingestionView, want map[string]throttle.Rec
 		switch {
 		case !ok:
 			missing = append(missing, c)
-		case g.ID != w.ID || g.Limit != w.Limit || g.WindowMs != w.Window.Milliseconds() ||
+		case g.ID != w.ID || g.Limit != w.Limit || g.WindowMS != w.Window.Milliseconds() ||
 			!g.ExpiresAt.Equal(w.ExpiresAt) || g.Mode != w.Mode.String():
 			differ = append(differ, fmt.Sprintf("%s: got %s/%d/%dms/%s/%s, want %s/%d/%dms/%s/%s", c,
-				g.ID, g.Limit, g.WindowMs, g.ExpiresAt.Format(time.RFC3339Nano), g.Mode,
+				g.ID, g.Limit, g.WindowMS, g.ExpiresAt.Format(time.RFC3339Nano), g.Mode,
 				w.ID, w.Limit, w.Window.Milliseconds(), w.ExpiresAt.Format(time.RFC3339Nano), w.Mode))
 		}
 	}

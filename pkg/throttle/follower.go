@@ -476,7 +476,7 @@ func (f *Follower) readFrom(ctx context.Context, p *partition, log *zap.Logger) 
 		Brokers:   f.kc.Brokers,
 		Topic:     f.topic,
 		Partition: p.id,
-		Dialer:    f.kc.dialer(),
+		Dialer:    f.kc.Dialer(),
 		MinBytes:  1,
 		MaxBytes:  16 << 20,
 		// The broker answers as soon as a record arrives; MaxWait only bounds an idle poll.

@@ -54,7 +54,9 @@ func (k KafkaConfig) clientID() string {
 	return k.ClientID
 }
 
-func (k KafkaConfig) transport() *kafka.Transport { return k.transportTTL(10 * time.Second) }
+// Transport returns a kafka-go transport (for Writer and Client) carrying the client id,
+// TLS and SASL. Close its idle connections when done with it.
+func (k KafkaConfig) Transport() *kafka.Transport { return k.transportTTL(10 * time.Second) }
 
 // transportTTL is transport with a metadata cache of ttl: kafka-go's Client answers
 // metadata requests from that cache, so a reader of topology changes needs it short.
@@ -68,7 +70,9 @@ func (k KafkaConfig) transportTTL(ttl time.Duration) *kafka.Transport {
 	}
 }
 
-func (k KafkaConfig) dialer() *kafka.Dialer {
+// Dialer returns a kafka-go dialer (for Reader and Conn) carrying the client id, TLS and
+// SASL.
+func (k KafkaConfig) Dialer() *kafka.Dialer {
 	return &kafka.Dialer{
 		ClientID:      k.clientID(),
 		Timeout:       5 * time.Second,
@@ -82,7 +86,7 @@ func (k KafkaConfig) client(timeout time.Duration) *kafka.Client {
 	return &kafka.Client{
 		Addr:      kafka.TCP(k.Brokers...),
 		Timeout:   timeout,
-		Transport: k.transport(),
+		Transport: k.Transport(),
 	}
 }
 

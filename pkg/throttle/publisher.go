@@ -62,7 +62,7 @@ func NewPublisher(kc KafkaConfig, topic string, codec *Codec, opts ...PublisherO
 	if cfg.maxAttempts < 1 || cfg.backoffMin <= 0 || cfg.backoffMax < cfg.backoffMin || cfg.batchTimeout <= 0 {
 		return nil, errors.New("new publisher: attempts must be >= 1, backoff and batch timeout positive")
 	}
-	tr := kc.transport()
+	tr := kc.Transport()
 	w := &kafka.Writer{
 		Addr:      kafka.TCP(kc.Brokers...),
 		Topic:     topic,

@@ -434,11 +434,12 @@ func (t *Table) intern(s string) string {
 // set stores r as the customer's throttle.
 func (t *Table) set(customer string, r Record) {
 	// The bit goes in before the record is visible, so Lookup never skips a throttle.
+	h := maphash.String(t.seed, customer)
 	t.filterMu.Lock()
-	t.filter.Load().add(maphash.String(t.seed, customer))
+	t.filter.Load().add(h)
 	t.filterMu.Unlock()
 	t.filterAdd.Add(1)
-	s := &t.shards[t.shardOf(customer)]
+	s := &t.shards[h%shardCount]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := &stored{Record: r, expires: r.ExpiresAt.UnixNano()}

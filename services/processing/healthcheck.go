@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -29,14 +27,5 @@ func runHealthcheck() int {
 	return healthcheck(cfg.AdminAddr, healthcheckTimeout, os.Stderr)
 }
 
-// healthcheck probes the server listening on addr (a listen address such as ":8090")
-// and returns 0 when it is healthy, 1 otherwise, with the reason on stderr.
-func healthcheck(addr string, timeout time.Duration, stderr io.Writer) int {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := health.Probe(ctx, addr); err != nil {
-		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
-		return 1
-	}
-	return 0
-}
+// healthcheck probes the server listening on addr and returns the exit code.
+var healthcheck = health.Command

@@ -77,39 +77,11 @@ func TestServiceEndToEnd(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !cond() {
-			select {
-			case err := <-done:
-				t.Fatalf("service stopped while waiting for %s: %v", what, err)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitService(t, done, what, cond) }
 	waitFor("readyz", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
 
 	// One customer floods among twenty.
-	var msgs []kafka.Message
-	now := time.Now()
-	for i := range 400 {
-		c := "acme"
-		if i%4 == 0 {
-			c = fmt.Sprintf("other-%02d", (i/4)%20)
-		}
-		b, _ := event.Encode(&event.Event{Customer: c, IngestedAt: now})
-		msgs = append(msgs, kafka.Message{Key: []byte(c), Value: b})
-	}
-	w := consume.NewWriter(stack.Kafka(), cfg.EventsTopic)
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
-	_ = consume.CloseWriter(w)
+	msgs := flood(t, ctx, stack, cfg.EventsTopic)
 	waitFor("acme's throttle", func() bool { return len(store.SetsFor("acme")) == 1 })
 
 	if code, body := get("/v1/throttles/acme"); code != http.StatusOK || !strings.Contains(body, `"metric":"traffic_share"`) {
@@ -155,4 +127,44 @@ func TestServiceEndToEnd(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Errorf("admin server still listening after shutdown")
 	}
+}
+
+// waitService polls cond until it holds, failing the test after a minute or when the
+// service run by runWith (its result on done) stops first.
+func waitService(t *testing.T, done <-chan error, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		select {
+		case err := <-done:
+			t.Fatalf("service stopped while waiting for %s: %v", what, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// flood writes 400 events to topic, three quarters of them from acme and the rest spread
+// over twenty other customers, and returns them.
+func flood(t *testing.T, ctx context.Context, stack *throttletest.Stack, topic string) []kafka.Message {
+	t.Helper()
+	var msgs []kafka.Message
+	now := time.Now()
+	for i := range 400 {
+		c := "acme"
+		if i%4 == 0 {
+			c = fmt.Sprintf("other-%02d", (i/4)%20)
+		}
+		b, _ := event.Encode(&event.Event{Customer: c, IngestedAt: now})
+		msgs = append(msgs, kafka.Message{Key: []byte(c), Value: b})
+	}
+	w := consume.NewWriter(stack.Kafka(), topic)
+	defer func() { _ = consume.CloseWriter(w) }()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	return msgs
 }

@@ -3,21 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
-	"github.com/sluice-dev/sluice/services/processing/internal/consume"
 )
 
 // The service with the real throttle store: a flood becomes a throttle on the compacted
@@ -41,23 +37,11 @@ func TestServiceWithRealThrottleStore(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- runWith(ctx, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), cfg, newThrottleStore) }()
+	go func() {
+		done <- runWith(ctx, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), cfg, newThrottleStore)
+	}()
 
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !cond() {
-			select {
-			case err := <-done:
-				t.Fatalf("service stopped while waiting for %s: %v", what, err)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitService(t, done, what, cond) }
 	call := func(method, path, body string) int {
 		req, _ := http.NewRequest(method, "http://"+addr+path, bytes.NewBufferString(body))
 		req.Header.Set("Authorization", "Bearer tok")
@@ -84,21 +68,7 @@ func TestServiceWithRealThrottleStore(t *testing.T) {
 	go func() { _ = table.Run(tctx); close(tdone) }()
 	defer func() { tcancel(); <-tdone }()
 
-	var msgs []kafka.Message
-	now := time.Now()
-	for i := range 400 {
-		c := "acme"
-		if i%4 == 0 {
-			c = fmt.Sprintf("other-%02d", (i/4)%20)
-		}
-		b, _ := event.Encode(&event.Event{Customer: c, IngestedAt: now})
-		msgs = append(msgs, kafka.Message{Key: []byte(c), Value: b})
-	}
-	w := consume.NewWriter(stack.Kafka(), cfg.EventsTopic)
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
-	_ = consume.CloseWriter(w)
+	flood(t, ctx, stack, cfg.EventsTopic)
 	waitFor("acme throttled on the topic", func() bool { _, ok := table.Lookup("acme"); return ok })
 	r, _ := table.Lookup("acme")
 	if r.Limit != 20 || r.Window != time.Minute || r.Reason.Kind != throttle.ReasonAutomatic || r.SetBy != "proc-real" {

@@ -9,7 +9,20 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"time"
 )
+
+// Command probes the server listening on addr within timeout and returns the process
+// exit code: 0 when it is healthy, 1 otherwise, with the reason on stderr.
+func Command(addr string, timeout time.Duration, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := Probe(ctx, addr); err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return 1
+	}
+	return 0
+}
 
 // Probe GETs /healthz from the server listening on addr, a listen address such as
 // ":8080", and returns nil when it answers 200. A wildcard listen address is probed on

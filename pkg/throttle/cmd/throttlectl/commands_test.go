@@ -33,7 +33,7 @@ func TestSetGetListLift(t *testing.T) {
 	}
 
 	r = c.mustRun("set", "acme", "--limit", "20/min", "--for", "10m", "--reason", "runaway batch job", "--set-by", "alice", "--output", "json")
-	set := jsonLines[throttleJSON](t, r.stdout)
+	set := jsonLines[throttle.RecordJSON](t, r.stdout)
 	if len(set) != 1 || set[0].Customer != "acme" || set[0].Limit != 20 || set[0].WindowMS != 60000 || set[0].Mode != "enforce" ||
 		set[0].SetBy != "alice" || set[0].Reason.Note != "runaway batch job" || set[0].Reason.Kind != "manual" || set[0].ID == "" {
 		t.Fatalf("set --output json: got %+v, want acme 20/min enforce by alice", set)
@@ -48,7 +48,7 @@ func TestSetGetListLift(t *testing.T) {
 	}
 
 	r = c.mustRun("get", "acme", "--output", "json")
-	got := jsonLines[throttleJSON](t, r.stdout)
+	got := jsonLines[throttle.RecordJSON](t, r.stdout)
 	if len(got) != 1 || !reflect.DeepEqual(got[0], set[0]) {
 		t.Fatalf("get acme: got %+v, want what set printed, %+v", got, set[0])
 	}
@@ -69,7 +69,7 @@ func TestSetGetListLift(t *testing.T) {
 		t.Fatalf("list: got misaligned columns\n%s", r.stdout)
 	}
 	r = c.mustRun("list", "--output", "json")
-	all := jsonLines[[]throttleJSON](t, r.stdout)
+	all := jsonLines[[]throttle.RecordJSON](t, r.stdout)
 	if len(all) != 1 || len(all[0]) != 2 || all[0][0].Customer != "acme" || all[0][1].Customer != "globex" || all[0][1].Mode != "shadow" {
 		t.Fatalf("list --output json: got %+v, want acme and globex (shadow)", all)
 	}
@@ -83,7 +83,7 @@ func TestSetGetListLift(t *testing.T) {
 		t.Fatalf("get after lift: got exit %d stdout %q stderr %q, want exit %d and a message on stderr", r.code, r.stdout, r.stderr, exitNotFound)
 	}
 	r = c.mustRun("list", "--output", "json")
-	if all := jsonLines[[]throttleJSON](t, r.stdout); len(all[0]) != 1 || all[0][0].Customer != "globex" {
+	if all := jsonLines[[]throttle.RecordJSON](t, r.stdout); len(all[0]) != 1 || all[0][0].Customer != "globex" {
 		t.Fatalf("list after lift: got %+v, want globex alone", all)
 	}
 }
@@ -215,7 +215,7 @@ func TestEnvironment(t *testing.T) {
 	t.Setenv("THROTTLE_TOPIC", c.topic)
 	t.Setenv("THROTTLECTL_TIMEOUT", "20s")
 	r := invoke(t, t.Context(), "", "get", "acme", "--output", "json")
-	if got := jsonLines[throttleJSON](t, r.stdout); r.code != exitOK || len(got) != 1 || got[0].Limit != 7 {
+	if got := jsonLines[throttle.RecordJSON](t, r.stdout); r.code != exitOK || len(got) != 1 || got[0].Limit != 7 {
 		t.Fatalf("get from the environment: got exit %d stdout %q stderr %q, want acme's limit 7", r.code, r.stdout, r.stderr)
 	}
 	t.Setenv("KAFKA_BROKERS", closedAddr(t))
@@ -262,7 +262,7 @@ func TestDump(t *testing.T) {
 	}
 	raw := func(b []byte) *string { s := base64.StdEncoding.EncodeToString(b); return &s }
 	key := func(s string) *string { return &s }
-	acmeJSON, autoJSON := fromRecord(acme), fromRecord(auto)
+	acmeJSON, autoJSON := throttle.NewRecordJSON(acme), throttle.NewRecordJSON(auto)
 	want := []dumpLine{
 		{Partition: 0, Offset: 0, Key: key("acme"), Headers: []dumpHeader{}, Value: &acmeJSON, SchemaID: 1},
 		{Partition: 0, Offset: 1, Key: key("acme"), Headers: []dumpHeader{{Key: throttle.HeaderExpires, Value: acme.ID}}, Tombstone: true},
@@ -393,7 +393,7 @@ func TestListWarnsOfPoison(t *testing.T) {
 	if want := "warning: skipped 2 poison records of topic " + c.topic + " (bad_magic=1 truncated=1)"; !strings.Contains(r.stderr, want) {
 		t.Fatalf("got stderr %q, want %q", r.stderr, want)
 	}
-	if got := jsonLines[[]throttleJSON](t, r.stdout); len(got[0]) != 1 || got[0][0].Customer != "acme" {
+	if got := jsonLines[[]throttle.RecordJSON](t, r.stdout); len(got[0]) != 1 || got[0][0].Customer != "acme" {
 		t.Fatalf("got %+v, want acme alone", got)
 	}
 }

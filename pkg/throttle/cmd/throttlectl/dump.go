@@ -47,12 +47,12 @@ type dumpLine struct {
 	KeyBase64 string       `json:"key_base64,omitempty"`
 	Headers   []dumpHeader `json:"headers"`
 	// Exactly one of Value, Tombstone and Poison is set.
-	Value     *throttleJSON `json:"value,omitempty"`
-	SchemaID  int           `json:"schema_id,omitempty"` // the source registry's id of Value's schema
-	Tombstone bool          `json:"tombstone,omitempty"`
-	Poison    string        `json:"poison,omitempty"`
-	Error     string        `json:"error,omitempty"` // why the record is poison
-	Raw       *string       `json:"raw,omitempty"`   // base64 of a poison record's value
+	Value     *throttle.RecordJSON `json:"value,omitempty"`
+	SchemaID  int                  `json:"schema_id,omitempty"` // the source registry's id of Value's schema
+	Tombstone bool                 `json:"tombstone,omitempty"`
+	Poison    string               `json:"poison,omitempty"`
+	Error     string               `json:"error,omitempty"` // why the record is poison
+	Raw       *string              `json:"raw,omitempty"`   // base64 of a poison record's value
 }
 
 type dumpHeader struct {
@@ -107,7 +107,7 @@ func (e entry) line() dumpLine {
 		raw := base64.StdEncoding.EncodeToString(e.Value)
 		l.Raw = &raw
 	default:
-		v := fromRecord(*e.Record)
+		v := throttle.NewRecordJSON(*e.Record)
 		l.Value, l.SchemaID = &v, e.SchemaID
 	}
 	return l

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,72 +12,6 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 )
-
-// throttleJSON is the JSON shape of a throttle in every output of throttlectl and in the
-// dump file. It is the shape of the processing admin API (admin.Throttle), so scripts read
-// both the same way, and it carries every field of the record: restore rebuilds records
-// from it, because the source registry's schema ids may be gone with the source cluster.
-type throttleJSON struct {
-	ID        string     `json:"id"`
-	Customer  string     `json:"customer"`
-	Limit     int64      `json:"limit"`
-	Window    string     `json:"window"`    // Go duration, e.g. "1m0s"
-	WindowMS  int64      `json:"window_ms"` // the same, in milliseconds as on the wire
-	CreatedAt time.Time  `json:"created_at"`
-	ExpiresAt time.Time  `json:"expires_at"`
-	Reason    reasonJSON `json:"reason"`
-	SetBy     string     `json:"set_by"`
-	Mode      string     `json:"mode"` // enforce or shadow
-}
-
-type reasonJSON struct {
-	Kind   string  `json:"kind"` // manual or automatic
-	Note   string  `json:"note"`
-	Metric string  `json:"metric"`
-	Value  float64 `json:"value"`
-}
-
-func fromRecord(r throttle.Record) throttleJSON {
-	v := r.Reason.Value
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		v = 0 // JSON has no spelling for them
-	}
-	return throttleJSON{
-		ID: r.ID, Customer: r.Customer, Limit: r.Limit,
-		Window: r.Window.String(), WindowMS: r.Window.Milliseconds(),
-		CreatedAt: r.CreatedAt.UTC(), ExpiresAt: r.ExpiresAt.UTC(),
-		Reason: reasonJSON{Kind: r.Reason.Kind.String(), Note: r.Reason.Note, Metric: r.Reason.Metric, Value: v},
-		SetBy:  r.SetBy, Mode: r.Mode.String(),
-	}
-}
-
-// record is the throttle t describes, validated. window_ms is authoritative; window is
-// only for people.
-func (t throttleJSON) record() (throttle.Record, error) {
-	mode, err := throttle.ParseMode(t.Mode)
-	if err != nil {
-		return throttle.Record{}, err
-	}
-	var kind throttle.ReasonKind
-	switch t.Reason.Kind {
-	case "manual", "":
-		kind = throttle.ReasonManual
-	case "automatic":
-		kind = throttle.ReasonAutomatic
-	default:
-		return throttle.Record{}, fmt.Errorf("reason kind %q: want manual or automatic", t.Reason.Kind)
-	}
-	r := throttle.Record{
-		ID: t.ID, Customer: t.Customer, Limit: t.Limit, Window: time.Duration(t.WindowMS) * time.Millisecond,
-		CreatedAt: t.CreatedAt.UTC(), ExpiresAt: t.ExpiresAt.UTC(),
-		Reason: throttle.Reason{Kind: kind, Note: t.Reason.Note, Metric: t.Reason.Metric, Value: t.Reason.Value},
-		SetBy:  t.SetBy, Mode: mode,
-	}
-	if err := r.Validate(); err != nil {
-		return throttle.Record{}, err
-	}
-	return r, nil
-}
 
 // units are the spellings of a limit's window that --limit accepts besides a Go duration.
 var units = map[string]time.Duration{

@@ -313,7 +313,7 @@ func parseDumpLine(b []byte) (entry, error) {
 		return entry{}, errors.New("key missing")
 	}
 	if l.Value != nil {
-		r, err := l.Value.record()
+		r, err := l.Value.Record()
 		if err != nil {
 			return entry{}, fmt.Errorf("value: %w", err)
 		}

@@ -43,16 +43,9 @@ func (s *session) codec(topic string) (*throttle.Codec, error) {
 	return c, nil
 }
 
-// newClient returns a kafka-go client for kc. throttle.KafkaConfig builds its transport
-// unexported, so this is the same recipe: TLS and SASL on the Transport.
+// newClient returns a kafka-go client for kc and the function that closes its connections.
 func newClient(kc throttle.KafkaConfig) (*kafka.Client, func()) {
-	tr := &kafka.Transport{
-		ClientID:    kc.ClientID,
-		TLS:         kc.TLS,
-		SASL:        kc.SASL,
-		DialTimeout: 5 * time.Second,
-		MetadataTTL: time.Second,
-	}
+	tr := kc.Transport()
 	return &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Transport: tr}, tr.CloseIdleConnections
 }
 

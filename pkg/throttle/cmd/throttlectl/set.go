@@ -52,7 +52,7 @@ N may be 0 (reject everything). --shadow counts would-be rejections without reje
 					return err
 				}
 				if s.json {
-					return writeJSON(s.stdout, fromRecord(r))
+					return writeJSON(s.stdout, throttle.NewRecordJSON(r))
 				}
 				_, err = fmt.Fprintf(s.stdout, "set throttle for %s: %s %s until %s (%s), id %s\n",
 					r.Customer, formatLimit(r.Limit, r.Window), r.Mode, timeText(r.ExpiresAt), until(r.ExpiresAt, s.now()), r.ID)

@@ -29,16 +29,16 @@ after that, watch runs until interrupted, through broker outages (noted on stder
 
 // changeJSON is one line of watch --output json.
 type changeJSON struct {
-	Time       time.Time     `json:"time"`
-	Change     string        `json:"change"`
-	Customer   string        `json:"customer"`
-	Limit      string        `json:"limit,omitempty"`
-	ExpiresAt  *time.Time    `json:"expires_at,omitempty"`
-	AgeMS      *int64        `json:"age_ms,omitempty"` // absent for an expiry the table noticed by itself
-	Partition  int           `json:"partition"`
-	Offset     int64         `json:"offset"` // -1 for an expiry the table noticed by itself
-	Rebuilding bool          `json:"rebuilding"`
-	Throttle   *throttleJSON `json:"throttle,omitempty"`
+	Time       time.Time            `json:"time"`
+	Change     string               `json:"change"`
+	Customer   string               `json:"customer"`
+	Limit      string               `json:"limit,omitempty"`
+	ExpiresAt  *time.Time           `json:"expires_at,omitempty"`
+	AgeMS      *int64               `json:"age_ms,omitempty"` // absent for an expiry the table noticed by itself
+	Partition  int                  `json:"partition"`
+	Offset     int64                `json:"offset"` // -1 for an expiry the table noticed by itself
+	Rebuilding bool                 `json:"rebuilding"`
+	Throttle   *throttle.RecordJSON `json:"throttle,omitempty"`
 }
 
 func (s *session) watch(ctx context.Context, fromStart bool) error {
@@ -88,7 +88,7 @@ func (s *session) printChange(c throttle.Change) {
 	if s.json {
 		l := changeJSON{Time: now.UTC(), Change: c.Kind.String(), Customer: c.Customer, Partition: c.Partition, Offset: c.Offset, Rebuilding: c.Rebuilding}
 		if hasRecord {
-			t := fromRecord(c.Record)
+			t := throttle.NewRecordJSON(c.Record)
 			l.Throttle, l.Limit, l.ExpiresAt = &t, formatLimit(c.Record.Limit, c.Record.Window), &t.ExpiresAt
 		}
 		if !noticed {

@@ -1,8 +1,5 @@
 // Package kafkaconn builds the kafka-go writers and client ingestion uses from a
 // throttle.KafkaConfig, and creates the events topic.
-//
-// throttle.KafkaConfig builds its kafka.Transport unexported; this package repeats the
-// few lines (TLS and SASL on the Transport) until pkg/throttle exports them.
 package kafkaconn
 
 import (
@@ -16,21 +13,6 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 )
-
-// Transport carries kc's client id, TLS and SASL.
-func Transport(kc throttle.KafkaConfig) *kafka.Transport {
-	id := kc.ClientID
-	if id == "" {
-		id = "sluice"
-	}
-	return &kafka.Transport{
-		ClientID:    id,
-		TLS:         kc.TLS,
-		SASL:        kc.SASL,
-		DialTimeout: 5 * time.Second,
-		MetadataTTL: 10 * time.Second,
-	}
-}
 
 // WriterConfig tunes a keyed writer.
 type WriterConfig struct {
@@ -59,7 +41,7 @@ func Writer(kc throttle.KafkaConfig, cfg WriterConfig) *kafka.Writer {
 		MaxAttempts:     cfg.MaxAttempts,
 		WriteBackoffMin: 10 * time.Millisecond,
 		WriteBackoffMax: 250 * time.Millisecond,
-		Transport:       Transport(kc),
+		Transport:       kc.Transport(),
 	}
 }
 
@@ -80,7 +62,7 @@ func Close(w *kafka.Writer) error {
 // not exist; an existing topic is left as it is. The replication factor is capped by the
 // cluster's size, so the same settings work on a one-broker development cluster.
 func EnsureEventsTopic(ctx context.Context, kc throttle.KafkaConfig, topic string, partitions, replication, minISR int) (created bool, err error) {
-	tr := Transport(kc)
+	tr := kc.Transport()
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Timeout: 10 * time.Second, Transport: tr}
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})

@@ -2,34 +2,18 @@ package server
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 )
 
-// throttleJSON is a throttle as the views show it.
+// throttleJSON is a throttle as the views show it: the shape every Sluice program uses,
+// plus this replica's share.
 type throttleJSON struct {
-	ID       string `json:"id"`
-	Customer string `json:"customer"`
-	Limit    int64  `json:"limit"`
+	throttle.RecordJSON
 	// Share is the part of Limit this replica enforces (Limit divided among the alive
 	// replicas, rounded up; the full limit while the fleet size is unknown).
-	Share     int64      `json:"share"`
-	Window    string     `json:"window"`
-	WindowMs  int64      `json:"window_ms"`
-	Mode      string     `json:"mode"`
-	CreatedAt time.Time  `json:"created_at"`
-	ExpiresAt time.Time  `json:"expires_at"`
-	SetBy     string     `json:"set_by,omitempty"`
-	Reason    reasonJSON `json:"reason"`
-}
-
-type reasonJSON struct {
-	Kind   string  `json:"kind"`
-	Note   string  `json:"note,omitempty"`
-	Metric string  `json:"metric,omitempty"`
-	Value  float64 `json:"value,omitempty"`
+	Share int64 `json:"share"`
 }
 
 // freshnessJSON says how far this replica's view can be trusted.
@@ -74,12 +58,7 @@ func (s *Server) freshness() freshnessJSON {
 }
 
 func (s *Server) toJSON(r throttle.Record, f fleetJSON) throttleJSON {
-	return throttleJSON{
-		ID: r.ID, Customer: r.Customer, Limit: r.Limit, Share: limit.Share(r.Limit, f.Alive, f.Known),
-		Window: r.Window.String(), WindowMs: r.Window.Milliseconds(), Mode: r.Mode.String(),
-		CreatedAt: r.CreatedAt.UTC(), ExpiresAt: r.ExpiresAt.UTC(), SetBy: r.SetBy,
-		Reason: reasonJSON{Kind: r.Reason.Kind.String(), Note: r.Reason.Note, Metric: r.Reason.Metric, Value: r.Reason.Value},
-	}
+	return throttleJSON{RecordJSON: throttle.NewRecordJSON(r), Share: limit.Share(r.Limit, f.Alive, f.Known)}
 }
 
 // viewer returns the customer a request may see, "" for all. With API keys on, a key

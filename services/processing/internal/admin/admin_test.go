@@ -261,7 +261,7 @@ func TestSetThrottle(t *testing.T) {
 				t.Errorf("Location: got %q, want /v1/throttles/{customer}", loc)
 			}
 			sets := s.store.Sets()
-			if len(sets) != 1 || admin.FromRecord(sets[0]) != tt.want {
+			if len(sets) != 1 || throttle.NewRecordJSON(sets[0]) != tt.want {
 				t.Errorf("published: got %+v, want one record matching the answer", sets)
 			}
 			if got := testutil.ToFloat64(s.m.Throttles.WithLabelValues(metrics.ActionSet, metrics.ReasonManual)); got != 1 {
@@ -278,7 +278,7 @@ func TestThrottleJSONShape(t *testing.T) {
 		Reason: throttle.Reason{Kind: throttle.ReasonAutomatic, Note: "sent 75%", Metric: "traffic_share", Value: 0.75},
 		SetBy:  "processing-1", Mode: throttle.ModeEnforce,
 	}
-	b, err := json.Marshal(admin.FromRecord(rec))
+	b, err := json.Marshal(throttle.NewRecordJSON(rec))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,43 +19,12 @@ import (
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
 )
 
-// Throttle is the JSON shape of a throttle record in every answer of the API.
-type Throttle struct {
-	ID        string    `json:"id"`
-	Customer  string    `json:"customer"`
-	Limit     int64     `json:"limit"`
-	Window    string    `json:"window"`    // Go duration, e.g. "1m0s"
-	WindowMS  int64     `json:"window_ms"` // the same, in milliseconds as on the wire
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Reason    Reason    `json:"reason"`
-	SetBy     string    `json:"set_by"`
-	Mode      string    `json:"mode"` // enforce or shadow
-}
+// Throttle is the JSON shape of a throttle record in every answer of the API: the one
+// shared by every Sluice program.
+type Throttle = throttle.RecordJSON
 
-// Reason explains a throttle: an operator's note (kind manual), or the measurement that
-// triggered it (kind automatic, with metric and value).
-type Reason struct {
-	Kind   string  `json:"kind"` // manual or automatic
-	Note   string  `json:"note"`
-	Metric string  `json:"metric"`
-	Value  float64 `json:"value"`
-}
-
-// FromRecord is r in its JSON shape.
-func FromRecord(r throttle.Record) Throttle {
-	v := r.Reason.Value
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		v = 0 // JSON has no spelling for them
-	}
-	return Throttle{
-		ID: r.ID, Customer: r.Customer, Limit: r.Limit,
-		Window: r.Window.String(), WindowMS: r.Window.Milliseconds(),
-		CreatedAt: r.CreatedAt.UTC(), ExpiresAt: r.ExpiresAt.UTC(),
-		Reason: Reason{Kind: r.Reason.Kind.String(), Note: r.Reason.Note, Metric: r.Reason.Metric, Value: v},
-		SetBy:  r.SetBy, Mode: r.Mode.String(),
-	}
-}
+// Reason is the JSON shape of a throttle's reason.
+type Reason = throttle.ReasonJSON
 
 // SetRequest is the body of POST /v1/throttles. Pointers tell a missing field from a
 // zero one.
@@ -112,7 +80,7 @@ func (a *API) setThrottle(w http.ResponseWriter, r *http.Request) {
 		zap.Int64("limit", rec.Limit), zap.Duration("window", rec.Window), zap.Time("expires_at", rec.ExpiresAt),
 		zap.String("mode", rec.Mode.String()), zap.String("set_by", rec.SetBy), zap.String("remote", r.RemoteAddr))
 	w.Header().Set("Location", "/v1/throttles/"+url.PathEscape(rec.Customer))
-	writeJSON(w, http.StatusCreated, FromRecord(rec))
+	writeJSON(w, http.StatusCreated, throttle.NewRecordJSON(rec))
 }
 
 // decodeBody reads one JSON object, refusing unknown fields, trailing data and bodies
@@ -292,7 +260,7 @@ func (a *API) listThrottles(w http.ResponseWriter, _ *http.Request) {
 	out := make([]Throttle, 0, len(recs))
 	for _, r := range recs {
 		if r.Active(now) {
-			out = append(out, FromRecord(r))
+			out = append(out, throttle.NewRecordJSON(r))
 		}
 	}
 	slices.SortFunc(out, func(x, y Throttle) int { return strings.Compare(x.Customer, y.Customer) })
@@ -314,5 +282,5 @@ func (a *API) getThrottle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no active throttle for customer %q", customer), "")
 		return
 	}
-	writeJSON(w, http.StatusOK, FromRecord(rec))
+	writeJSON(w, http.StatusOK, throttle.NewRecordJSON(rec))
 }

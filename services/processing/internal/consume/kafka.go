@@ -13,36 +13,6 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
-// kafka-go keeps TLS and SASL in two places: the Dialer (Reader, Conn) and the Transport
-// (Writer, Client). Both are filled from the one throttle.KafkaConfig here.
-
-func dialer(kc throttle.KafkaConfig) *kafka.Dialer {
-	return &kafka.Dialer{
-		ClientID:      clientID(kc),
-		Timeout:       10 * time.Second,
-		DualStack:     true,
-		TLS:           kc.TLS,
-		SASLMechanism: kc.SASL,
-	}
-}
-
-func transport(kc throttle.KafkaConfig) *kafka.Transport {
-	return &kafka.Transport{
-		ClientID:    clientID(kc),
-		TLS:         kc.TLS,
-		SASL:        kc.SASL,
-		DialTimeout: 10 * time.Second,
-		MetadataTTL: 10 * time.Second,
-	}
-}
-
-func clientID(kc throttle.KafkaConfig) string {
-	if kc.ClientID == "" {
-		return "sluice-processing"
-	}
-	return kc.ClientID
-}
-
 // NewReader returns a consumer-group reader of topic. Offsets are committed only by
 // CommitMessages, synchronously (CommitInterval 0): the Consumer commits an event's
 // offset after handling it, never before.
@@ -55,7 +25,7 @@ func NewReader(kc throttle.KafkaConfig, topic, group string, log *zap.Logger) *k
 		Brokers:  kc.Brokers,
 		GroupID:  group,
 		Topic:    topic,
-		Dialer:   dialer(kc),
+		Dialer:   kc.Dialer(),
 		MinBytes: 1,
 		MaxBytes: 10 << 20,
 		// MaxWait bounds how long a fetch waits for data, and so how long a shutdown
@@ -85,7 +55,7 @@ func NewWriter(kc throttle.KafkaConfig, topic string) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:                   kafka.TCP(kc.Brokers...),
 		Topic:                  topic,
-		Transport:              transport(kc),
+		Transport:              kc.Transport(),
 		Balancer:               &kafka.Murmur2Balancer{},
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           2 * time.Millisecond,
@@ -123,7 +93,7 @@ func EnsureTopics(ctx context.Context, kc throttle.KafkaConfig, specs ...TopicSp
 	if len(kc.Brokers) == 0 {
 		return nil, errors.New("ensure topics: no brokers")
 	}
-	tr := transport(kc)
+	tr := kc.Transport()
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Timeout: 10 * time.Second, Transport: tr}
 	names := make([]string, len(specs))
