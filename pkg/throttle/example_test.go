@@ -51,7 +51,7 @@ func Example() {
 
 	for {
 		if r, ok := table.Lookup("acme"); ok {
-			fmt.Printf("%s: %d per %s (%s)\n", r.Customer, r.Limit, r.Window, r.Mode)
+			fmt.Printf("acme: %d per %s (%s)\n", r.Limit, r.Window, r.Mode)
 			break
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -94,7 +94,7 @@ func TestPublisherSetAndLift(t *testing.T) {
 	}
 	eventually(t, "acme visible", func() bool { _, ok := tb.Lookup("acme"); return ok })
 	eventually(t, "both copies applied", func() bool { return tb.Stats().Applied == 2 })
-	got, _ := tb.Lookup("acme")
+	got, _ := tb.Get("acme")
 	if !reflect.DeepEqual(got, r) || len(tb.Active()) != 1 {
 		t.Fatalf("got %+v (%d active), want %+v alone", got, len(tb.Active()), r)
 	}

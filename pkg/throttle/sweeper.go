@@ -164,7 +164,7 @@ func (s *Sweeper) sweep(ctx context.Context) {
 	s.mu.Unlock()
 
 	for _, r := range again {
-		cur, ok := s.table.Lookup(r.Customer)
+		cur, ok := s.table.Get(r.Customer)
 		if !ok || cur.ID != r.ID {
 			s.done(s.republish, r) // expired or replaced since: nothing to repair
 			continue

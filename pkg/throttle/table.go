@@ -142,17 +142,12 @@ type Table struct {
 
 var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch"}
 
+// A shard's maps hold Rules by value (Go keeps values of this size inline in the map's
+// slots), keyed by the customer string of the record.
 type shard struct {
-	mu        sync.Mutex                         // writers only
-	building  map[string]*stored                 // before ready: written in place, not visible
-	published atomic.Pointer[map[string]*stored] // after ready: immutable, copied on write
-}
-
-// stored is a record with its expiry in unix nanos, for a cheap comparison with the
-// coarse clock. One allocation: the extra field fits the record's size class.
-type stored struct {
-	Record
-	expires int64
+	mu        sync.Mutex                      // writers only
+	building  map[string]Rule                 // before ready: written in place, not visible
+	published atomic.Pointer[map[string]Rule] // after ready: immutable, copied on write
 }
 
 // NewTable returns a table of the throttle topic. Run starts it.
@@ -166,7 +161,7 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 	}
 	t := &Table{topic: topic, codec: codec, cfg: o.tableConfig, log: o.log.With(zap.String("topic", topic)), seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].building = map[string]*stored{}
+		t.shards[i].building = map[string]Rule{}
 	}
 	t.now.Store(t.cfg.clock().UnixNano())
 	t.filter.Store(new(filter))
@@ -223,25 +218,36 @@ func (t *Table) Ready() bool { return t.follower.Ready() }
 // WaitReady blocks until the table is ready or ctx ends.
 func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitReady(ctx) }
 
-// Lookup returns the customer's active throttle. It never blocks and never allocates.
-// It returns nothing until the table is ready. Expiry is observed within a few
-// milliseconds (the table's coarse clock).
-func (t *Table) Lookup(customer string) (Record, bool) {
+// Lookup returns the rule of the customer's active throttle: what enforcing it needs. It
+// is the hot path of every event: it never blocks, never allocates and reads no memory
+// beyond one map slot. It returns nothing until the table is ready. Expiry is observed
+// within a few milliseconds (the table's coarse clock).
+func (t *Table) Lookup(customer string) (Rule, bool) {
 	h := maphash.String(t.seed, customer)
 	// Most customers are not throttled: a small bitmap that stays in cache answers
 	// most misses without touching the maps.
 	if !t.filter.Load().has(h) {
-		return Record{}, false
+		return Rule{}, false
 	}
 	m := t.shards[h%shardCount].published.Load()
 	if m == nil {
+		return Rule{}, false
+	}
+	r, ok := (*m)[customer]
+	if !ok || t.now.Load() >= r.expires {
+		return Rule{}, false
+	}
+	return r, true
+}
+
+// Get returns the customer's active throttle as a full record, for views and for
+// publishers that compare before they write. Lookup is the cheaper call for enforcing.
+func (t *Table) Get(customer string) (Record, bool) {
+	r, ok := t.Lookup(customer)
+	if !ok {
 		return Record{}, false
 	}
-	e, ok := (*m)[customer]
-	if !ok || t.now.Load() >= e.expires {
-		return Record{}, false
-	}
-	return e.Record, true
+	return r.Record(customer), true
 }
 
 // Active returns every active throttle, ordered by customer. Empty until ready.
@@ -250,9 +256,9 @@ func (t *Table) Active() []Record {
 	var out []Record
 	for i := range t.shards {
 		if m := t.shards[i].published.Load(); m != nil {
-			for _, e := range *m {
-				if e.Active(now) {
-					out = append(out, e.Record)
+			for customer, r := range *m {
+				if r.Active(now) {
+					out = append(out, r.Record(customer))
 				}
 			}
 		}
@@ -442,13 +448,13 @@ func (t *Table) set(customer string, r Record) {
 	s := &t.shards[h%shardCount]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := &stored{Record: r, expires: r.ExpiresAt.UnixNano()}
+	e := r.Rule()
 	if s.building != nil {
 		s.building[customer] = e
 		return
 	}
 	old := *s.published.Load()
-	next := make(map[string]*stored, len(old)+1)
+	next := make(map[string]Rule, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
@@ -470,7 +476,8 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 	if !ok {
 		return nil, nil
 	}
-	cur := &ce.Record
+	rec := ce.Record(customer)
+	cur := &rec
 	if expiresID != "" && cur.ID != expiresID {
 		return nil, cur
 	}
@@ -478,7 +485,7 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 		delete(s.building, customer)
 		return cur, nil
 	}
-	next := make(map[string]*stored, len(m))
+	next := make(map[string]Rule, len(m))
 	for k, v := range m {
 		if k != customer {
 			next[k] = v
@@ -534,24 +541,24 @@ func (t *Table) sweep() {
 	now := t.cfg.clock()
 	for i := range t.shards {
 		s := &t.shards[i]
-		var expired []*Record
+		var expired []Record
 		s.mu.Lock()
 		if s.building != nil {
 			for k, e := range s.building {
 				if !e.Active(now) {
 					delete(s.building, k)
-					expired = append(expired, &e.Record)
+					expired = append(expired, e.Record(k))
 				}
 			}
 		} else {
 			m := *s.published.Load()
-			for _, e := range m {
+			for k, e := range m {
 				if !e.Active(now) {
-					expired = append(expired, &e.Record)
+					expired = append(expired, e.Record(k))
 				}
 			}
 			if len(expired) > 0 {
-				next := make(map[string]*stored, len(m))
+				next := make(map[string]Rule, len(m))
 				for k, e := range m {
 					if e.Active(now) {
 						next[k] = e
@@ -562,7 +569,7 @@ func (t *Table) sweep() {
 		}
 		s.mu.Unlock()
 		for _, r := range expired {
-			t.notify(Change{Kind: ChangeExpired, Customer: r.Customer, Record: *r, Offset: -1, Rebuilding: !t.Ready()})
+			t.notify(Change{Kind: ChangeExpired, Customer: r.Customer, Record: r, Offset: -1, Rebuilding: !t.Ready()})
 		}
 	}
 }

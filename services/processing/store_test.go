@@ -69,8 +69,8 @@ func TestServiceWithRealThrottleStore(t *testing.T) {
 	defer func() { tcancel(); <-tdone }()
 
 	flood(t, ctx, stack, cfg.EventsTopic)
-	waitFor("acme throttled on the topic", func() bool { _, ok := table.Lookup("acme"); return ok })
-	r, _ := table.Lookup("acme")
+	waitFor("acme throttled on the topic", func() bool { _, ok := table.Get("acme"); return ok })
+	r, _ := table.Get("acme")
 	if r.Limit != 20 || r.Window != time.Minute || r.Reason.Kind != throttle.ReasonAutomatic || r.SetBy != "proc-real" {
 		t.Fatalf("got %+v, want 20/1m automatic by proc-real", r)
 	}
@@ -86,11 +86,11 @@ func TestServiceWithRealThrottleStore(t *testing.T) {
 	if code := call("POST", "/v1/throttles", `{"customer":"globex","limit":5,"window":"1m","duration":"10m","reason":"by hand","mode":"shadow"}`); code != http.StatusCreated {
 		t.Fatalf("POST: got %d, want 201", code)
 	}
-	waitFor("globex set by hand", func() bool { g, ok := table.Lookup("globex"); return ok && g.Mode == throttle.ModeShadow })
+	waitFor("globex set by hand", func() bool { g, ok := table.Get("globex"); return ok && g.Mode == throttle.ModeShadow })
 	if code := call("DELETE", "/v1/throttles/globex", ""); code != http.StatusNoContent {
 		t.Fatalf("DELETE: got %d, want 204", code)
 	}
-	waitFor("globex lifted", func() bool { _, ok := table.Lookup("globex"); return !ok })
+	waitFor("globex lifted", func() bool { _, ok := table.Get("globex"); return !ok })
 
 	cancel()
 	select {

@@ -57,7 +57,7 @@ with 3 when the customer has no active throttle.`,
 				if err != nil {
 					return err
 				}
-				r, ok := tb.Lookup(customer)
+				r, ok := tb.Get(customer)
 				stop()
 				if !ok {
 					return fmt.Errorf("customer %q has no active throttle on topic %s: %w", customer, s.topic(), errNotFound)

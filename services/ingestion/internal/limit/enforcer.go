@@ -9,7 +9,7 @@ import (
 // Throttles finds a customer's active throttle. *throttle.Table satisfies it; it returns
 // nothing until the table is ready (callers check readiness first).
 type Throttles interface {
-	Lookup(customer string) (throttle.Record, bool)
+	Lookup(customer string) (throttle.Rule, bool)
 }
 
 // Fleet tells how many ingestion replicas are alive, this one included. known is false
@@ -91,7 +91,7 @@ func (e *Enforcer) Decide(customer string, n int64, now time.Time) Decision {
 		// Limit 0 refuses everything until the throttle ends, so that is when to retry.
 		// A window that is not positive breaks Record.Validate and cannot reach the
 		// table; refusing is the safe reading of it anyway.
-		until := max(rec.ExpiresAt.Sub(now), 0)
+		until := max(rec.ExpiresAt().Sub(now), 0)
 		d.Result = Result{Reset: until, RetryAfter: until}
 	} else {
 		d.Result = e.limiter.Take(customer, rec.ID, q, n, now)

@@ -9,9 +9,9 @@ import (
 
 type fakeThrottles map[string]throttle.Record
 
-func (f fakeThrottles) Lookup(c string) (throttle.Record, bool) {
+func (f fakeThrottles) Lookup(c string) (throttle.Rule, bool) {
 	r, ok := f[c]
-	return r, ok
+	return r.Rule(), ok
 }
 
 type fakeFleet struct {

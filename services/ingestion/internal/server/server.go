@@ -24,7 +24,7 @@ import (
 // the views. The per-request lookup goes through the Enforcer.
 type Table interface {
 	Ready() bool
-	Lookup(customer string) (throttle.Record, bool)
+	Get(customer string) (throttle.Record, bool)
 	Active() []throttle.Record
 	Stats() tableview.Stats
 }

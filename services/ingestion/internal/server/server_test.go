@@ -56,7 +56,7 @@ func (t *fakeTable) lift(customer string) {
 
 func (t *fakeTable) Ready() bool { return t.ready.Load() }
 
-func (t *fakeTable) Lookup(c string) (throttle.Record, bool) {
+func (t *fakeTable) Get(c string) (throttle.Record, bool) {
 	if !t.Ready() {
 		return throttle.Record{}, false
 	}
@@ -64,6 +64,14 @@ func (t *fakeTable) Lookup(c string) (throttle.Record, bool) {
 	defer t.mu.Unlock()
 	r, ok := t.throttles[c]
 	return r, ok
+}
+
+func (t *fakeTable) Lookup(c string) (throttle.Rule, bool) {
+	r, ok := t.Get(c)
+	if !ok {
+		return throttle.Rule{}, false
+	}
+	return r.Rule(), true
 }
 
 func (t *fakeTable) Active() []throttle.Record {

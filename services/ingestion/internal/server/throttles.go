@@ -121,7 +121,7 @@ func (s *Server) getThrottle(w http.ResponseWriter, r *http.Request) {
 		}{f, "not ready: the throttle table is still catching up"})
 		return
 	}
-	rec, found := s.table.Lookup(customer)
+	rec, found := s.table.Get(customer)
 	if !found {
 		writeJSON(w, http.StatusNotFound, struct {
 			freshnessJSON

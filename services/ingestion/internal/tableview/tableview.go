@@ -8,11 +8,13 @@ import "github.com/sluice-dev/sluice/pkg/throttle"
 // Table is the throttle table as ingestion uses it.
 type Table interface {
 	// Ready reports whether the table has caught up with the throttle topic; before
-	// that, Lookup and Active return nothing.
+	// that, Lookup, Get and Active return nothing.
 	Ready() bool
-	// Lookup returns the customer's active throttle. Called for every request: it must
-	// not block or allocate.
-	Lookup(customer string) (throttle.Record, bool)
+	// Lookup returns what enforcing the customer's active throttle needs. Called for
+	// every request: it must not block or allocate.
+	Lookup(customer string) (throttle.Rule, bool)
+	// Get returns the customer's active throttle as a full record, for the views.
+	Get(customer string) (throttle.Record, bool)
 	// Active returns every active throttle, ordered by customer.
 	Active() []throttle.Record
 	// Stats returns the table's freshness figures.

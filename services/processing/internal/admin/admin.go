@@ -24,10 +24,10 @@ type Publisher interface {
 	Lift(ctx context.Context, customer string) error
 }
 
-// Throttles is the service's copy of the throttle topic. Lookup and Active say nothing
+// Throttles is the service's copy of the throttle topic. Get and Active say nothing
 // useful until Ready.
 type Throttles interface {
-	Lookup(customer string) (throttle.Record, bool)
+	Get(customer string) (throttle.Record, bool)
 	Active() []throttle.Record
 	Ready() bool
 }

@@ -225,7 +225,7 @@ func (a *API) liftThrottle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reason := "unknown" // lifted before this replica's table saw it
-	if cur, ok := a.table.Lookup(customer); ok {
+	if cur, ok := a.table.Get(customer); ok {
 		reason = reasonLabel(cur)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
@@ -277,7 +277,7 @@ func (a *API) getThrottle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "throttle table is not caught up yet", "")
 		return
 	}
-	rec, ok := a.table.Lookup(customer)
+	rec, ok := a.table.Get(customer)
 	if !ok || !rec.Active(a.now()) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no active throttle for customer %q", customer), "")
 		return

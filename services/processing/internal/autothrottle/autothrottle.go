@@ -31,7 +31,7 @@ type Publisher interface {
 
 // Throttles looks up a customer's current throttle.
 type Throttles interface {
-	Lookup(customer string) (throttle.Record, bool)
+	Get(customer string) (throttle.Record, bool)
 }
 
 const (
@@ -240,7 +240,7 @@ func (c *Controller) decideLocked(sig detect.Signal, now time.Time) (throttle.Re
 // currentLocked is the customer's active throttle: the table's, unless this controller
 // published a newer one that the table does not show yet.
 func (c *Controller) currentLocked(customer string, now time.Time) (throttle.Record, bool) {
-	t, tok := c.table.Lookup(customer)
+	t, tok := c.table.Get(customer)
 	tok = tok && t.Active(now)
 	mine, mok := c.issued[customer]
 	mok = mok && mine.rec.Active(now)
@@ -269,7 +269,7 @@ func (c *Controller) Tick() {
 			continue
 		}
 		delete(c.issued, customer)
-		if t, ok := c.table.Lookup(customer); ok && t.ID != is.rec.ID && t.ExpiresAt.After(is.rec.ExpiresAt) {
+		if t, ok := c.table.Get(customer); ok && t.ID != is.rec.ID && t.ExpiresAt.After(is.rec.ExpiresAt) {
 			continue // replaced by a newer throttle: it did not expire
 		}
 		c.metrics.Throttles.WithLabelValues(metrics.ActionExpired, is.rec.Reason.Metric).Inc()

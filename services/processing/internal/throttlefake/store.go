@@ -30,7 +30,7 @@ type Store struct {
 
 type entry struct {
 	rec     throttle.Record
-	visible time.Time // when Lookup starts to see it (a table that lags the topic)
+	visible time.Time // when Get starts to see it (a table that lags the topic)
 }
 
 // New returns an empty, ready store reading the time from now.
@@ -38,7 +38,7 @@ func New(now func() time.Time) *Store {
 	return &Store{now: now, current: map[string]entry{}}
 }
 
-// SetLag makes writes visible to Lookup and Active only lag after they were made, like a
+// SetLag makes writes visible to Get and Active only lag after they were made, like a
 // table reading the topic back.
 func (s *Store) SetLag(lag time.Duration) {
 	s.mu.Lock()
@@ -104,9 +104,9 @@ func (s *Store) Lift(ctx context.Context, customer string) error {
 	return nil
 }
 
-// Lookup implements the tables' Lookup: the customer's latest visible record, active or
+// Get implements the tables' Get: the customer's latest visible record, active or
 // not (the sweeper removes expired ones).
-func (s *Store) Lookup(customer string) (throttle.Record, bool) {
+func (s *Store) Get(customer string) (throttle.Record, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.current[customer]

@@ -1,0 +1,52 @@
+package throttle
+
+import "time"
+
+// Rule is the part of a throttle that enforcing it needs: what Table.Lookup returns on
+// the hot path of every event. The table keeps rules inline in its maps, so a lookup
+// reads one map slot and follows no pointer; the rest of the record (when and why it was
+// set, by whom) sits behind one pointer that only Get and the views follow.
+type Rule struct {
+	ID     string
+	Limit  int64
+	Window time.Duration
+	Mode   Mode
+
+	expires int64 // ExpiresAt in unix nanos, compared with the table's coarse clock
+	detail  *ruleDetail
+}
+
+// ruleDetail is the rest of a Record, which no enforcement decision reads.
+type ruleDetail struct {
+	createdAt int64 // unix nanos
+	reason    Reason
+	setBy     string
+}
+
+// Rule returns the record's enforcement view, as a Table stores it.
+func (r Record) Rule() Rule {
+	return Rule{
+		ID: r.ID, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
+		expires: r.ExpiresAt.UnixNano(),
+		detail:  &ruleDetail{createdAt: r.CreatedAt.UnixNano(), reason: r.Reason, setBy: r.SetBy},
+	}
+}
+
+// ExpiresAt is when the throttle stops applying.
+func (r Rule) ExpiresAt() time.Time { return time.Unix(0, r.expires).UTC() }
+
+// Active reports whether the throttle applies at now.
+func (r Rule) Active(now time.Time) bool { return now.UnixNano() < r.expires }
+
+// Record returns the full record of the customer's rule (the zero Record for the zero
+// Rule). Times come back in UTC, as the codec decodes them.
+func (r Rule) Record(customer string) Record {
+	if r.detail == nil {
+		return Record{}
+	}
+	return Record{
+		ID: r.ID, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
+		CreatedAt: time.Unix(0, r.detail.createdAt).UTC(), ExpiresAt: r.ExpiresAt(),
+		Reason: r.detail.reason, SetBy: r.detail.setBy,
+	}
+}
