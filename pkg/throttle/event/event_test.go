@@ -1,9 +1,12 @@
 package event
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -45,6 +48,50 @@ func FuzzDecode(f *testing.F) {
 		}
 		if _, err := Encode(&e); err != nil {
 			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}
+
+// Append builds the JSON by hand; encoding/json is the reference: what either writes
+// must read back as the same event.
+func FuzzAppendMatchesEncodingJSON(f *testing.F) {
+	f.Add("e1", "acme", []byte(`{"n":1}`), int64(1767322800123456789))
+	f.Add("", "a\"b<&>\u2028", []byte(` [1, 2] `), int64(0))
+	f.Add("id", "acme", []byte(`{"n":`), int64(-1))
+	f.Add("\xff", "acme", []byte(nil), int64(5))
+	f.Fuzz(func(t *testing.T, id, customer string, payload []byte, nanos int64) {
+		in := Event{ID: id, Customer: customer, Payload: payload, IngestedAt: time.Unix(0, nanos).UTC()}
+		got, err := Encode(&in)
+		switch {
+		case len(payload) > 0 && (!json.Valid(payload) || !utf8.Valid(payload)):
+			if err == nil {
+				t.Fatalf("payload %q is not JSON in UTF-8, but Encode took it", payload)
+			}
+			return
+		case !utf8.ValidString(id) || !utf8.ValidString(customer):
+			if err == nil {
+				t.Fatal("text that is not UTF-8 was encoded")
+			}
+			return
+		case err != nil:
+			t.Fatalf("Encode: %v", err)
+		}
+		want, err := json.Marshal(&in)
+		if err != nil {
+			return // a time encoding/json refuses (year beyond 9999): nothing to compare
+		}
+		var a, b Event
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("Append wrote %s, which does not parse: %v", got, err)
+		}
+		if err := json.Unmarshal(want, &b); err != nil {
+			t.Fatal(err)
+		}
+		var pa, pb any // payloads compared as values: escapes and spaces may differ
+		_ = json.Unmarshal(a.Payload, &pa)
+		_ = json.Unmarshal(b.Payload, &pb)
+		if a.ID != b.ID || a.Customer != b.Customer || !a.IngestedAt.Equal(b.IngestedAt) || !reflect.DeepEqual(pa, pb) {
+			t.Fatalf("Append: %s\nencoding/json: %s", got, want)
 		}
 	})
 }

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"testing"
 
@@ -73,4 +76,71 @@ func FuzzParseEvents(f *testing.F) {
 			t.Fatalf("accepted events do not encode: %v", err)
 		}
 	})
+}
+
+// FuzzParseEventsAgainstEncodingJSON holds the token parser to encoding/json: whatever
+// it accepts, encoding/json (reflecting into the same fields, unknown ones refused)
+// accepts too and reads as the same events. The converse need not hold: the token
+// parser is stricter (exact field names, no field twice).
+func FuzzParseEventsAgainstEncodingJSON(f *testing.F) {
+	for _, seed := range []string{
+		`{"customer":"acme","id":"e1","payload":{"n":1}}`,
+		`[{"customer":"acme","payload":"x"},{"customer":"acme","id":"\u00e9","payload":[1, 2]}]`,
+		`{"Customer":"acme"}`,
+		`{"customer":"acme","customer":"other"}`,
+		`{"customer":"a\"b","payload":null}`,
+		` [ {"customer" : "acme" , "payload" : { "a" : [ true , null ] } } ] `,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		events, aerr := parseEvents(body, "")
+		if aerr != nil {
+			return
+		}
+		want, err := referenceParse(body)
+		if err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", body, err)
+		}
+		if len(events) != len(want) {
+			t.Fatalf("%d events, encoding/json read %d", len(events), len(want))
+		}
+		for i := range events {
+			g, w := events[i], want[i]
+			if string(w.Payload) == "null" {
+				w.Payload = nil
+			}
+			if g.Customer != w.Customer || g.ID != w.ID || string(g.Payload) != string(w.Payload) {
+				t.Fatalf("event %d: got %+v, encoding/json read %+v", i, g, w)
+			}
+		}
+	})
+}
+
+func referenceParse(body []byte) ([]inEvent, error) {
+	type ev struct {
+		ID       string          `json:"id"`
+		Customer string          `json:"customer"`
+		Payload  json.RawMessage `json:"payload"`
+	}
+	var evs []ev
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+		var e ev
+		if err := dec.Decode(&e); err != nil {
+			return nil, err
+		}
+		evs = []ev{e}
+	} else if err := dec.Decode(&evs); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("data after the value: %v", err)
+	}
+	out := make([]inEvent, len(evs))
+	for i, e := range evs {
+		out[i] = inEvent{ID: e.ID, Customer: e.Customer, Payload: e.Payload}
+	}
+	return out, nil
 }
