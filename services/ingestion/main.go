@@ -91,6 +91,7 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	defer kafkaconn.Close(members)
 	fl, err := fleet.New(fleet.Config{
 		Replica: cfg.ReplicaID, Interval: cfg.HeartbeatInterval, TTL: cfg.MemberTTL, Log: log.Named("fleet"),
+		Serving: table.Ready, // a replica still refusing events with 503 must not shrink the others' shares
 	}, members, func(apply fleet.ApplyFunc) (fleet.Source, error) {
 		return throttle.NewFollower(kc, cfg.MembersTopic, apply,
 			throttle.WithLogger(log.Named("members")),

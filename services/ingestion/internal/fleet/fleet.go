@@ -42,6 +42,11 @@ type Config struct {
 	Interval time.Duration
 	// TTL is how long a heartbeat keeps its sender counted (default 3 × Interval).
 	TTL time.Duration
+	// Serving reports whether this replica takes events yet (ingestion: its throttle
+	// table is caught up). Until it does, it writes no heartbeat: a replica that refuses
+	// every event with 503 must not count, or the others would enforce shares of a
+	// fleet larger than the one admitting events. Nil means always serving.
+	Serving func() bool
 	// Clock replaces time.Now, for tests.
 	Clock func() time.Time
 	Log   *zap.Logger
@@ -149,7 +154,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 	defer recount.Stop()
 
 	failing := false
+	serving := false
 	heartbeat := func() {
+		if serving = f.cfg.Serving == nil || f.cfg.Serving(); !serving {
+			return
+		}
 		err := f.beat(ctx)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
@@ -169,6 +178,9 @@ func (f *Fleet) Run(ctx context.Context) error {
 		case <-beat.C:
 			heartbeat()
 		case <-recount.C:
+			if !serving {
+				heartbeat() // the first one as soon as this replica serves, not an interval later
+			}
 		case <-f.changed:
 		}
 		f.recount()

@@ -2,6 +2,7 @@ package fleet_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,10 +29,16 @@ type replica struct {
 // start runs one replica's fleet membership against the in-process broker.
 func start(t *testing.T, s *throttletest.Stack, id string) *replica {
 	t.Helper()
+	return startServing(t, s, id, nil)
+}
+
+// startServing is start with a Serving gate.
+func startServing(t *testing.T, s *throttletest.Stack, id string, serving func() bool) *replica {
+	t.Helper()
 	kc := s.Kafka()
 	w := kafkaconn.Writer(kc, kafkaconn.WriterConfig{Topic: topic, BatchTimeout: time.Millisecond, BatchSize: 1, MaxAttempts: 1})
 	log := zaptest.NewLogger(t).Named(id)
-	f, err := fleet.New(fleet.Config{Replica: id, Interval: interval, TTL: ttl, Log: log}, w,
+	f, err := fleet.New(fleet.Config{Replica: id, Interval: interval, TTL: ttl, Serving: serving, Log: log}, w,
 		func(apply fleet.ApplyFunc) (fleet.Source, error) {
 			return throttle.NewFollower(kc, topic, apply, throttle.WithLogger(log),
 				throttle.WithPollInterval(interval), throttle.WithBackoff(20*time.Millisecond, interval))
@@ -133,4 +140,28 @@ func TestFleetSizeWithRealHeartbeats(t *testing.T) {
 	}
 	s.CreateTopic(t, topic, 1) // the in-memory broker restarts empty
 	waitSize(t, 15*time.Second, 1, a)
+}
+
+// A replica that does not serve yet (its throttle table is catching up) must not count:
+// the others keep the shares of the fleet that admits events, and it joins as soon as it
+// serves.
+func TestReplicaCountsOnlyOnceServing(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	s.CreateTopic(t, topic, 1)
+
+	a := start(t, s, "a")
+	var ready atomic.Bool
+	b := startServing(t, s, "b", ready.Load)
+	waitSize(t, 10*time.Second, 1, a)
+	time.Sleep(3 * interval) // several heartbeat intervals: b must stay out all along
+	if n, _ := a.f.Size(); n != 1 {
+		t.Fatalf("a not-ready replica is counted: a sees %d replicas, want 1", n)
+	}
+
+	ready.Store(true)
+	took := waitSize(t, 5*time.Second, 2, a, b)
+	if took > interval+ttl {
+		t.Errorf("counted %s after it began serving, want within about one heartbeat", took)
+	}
+	t.Logf("a replica that began serving was counted by all within %s", took)
 }
