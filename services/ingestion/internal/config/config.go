@@ -53,8 +53,12 @@ type Config struct {
 	// BatchTimeout is how long the Kafka writer waits to fill a batch: a few milliseconds
 	// trades a little latency for far fewer produce requests under load.
 	BatchTimeout time.Duration `env:"BATCH_TIMEOUT" envDefault:"2ms"`
-	// Flushers is how many batches are written to Kafka at once.
-	Flushers int `env:"FLUSHERS" envDefault:"4"`
+	// Flushers is how many batches are written to Kafka at once. Each write waits about
+	// BatchTimeout for its batch; with few flushers, requests that arrive meanwhile wait
+	// for a flusher and then a batch of their own. Enough of them hand every request's
+	// events to the writer at once, and kafka-go still merges concurrent writes into one
+	// produce request per partition. They cost a goroutine each.
+	Flushers int `env:"FLUSHERS" envDefault:"32"`
 
 	// ShutdownTimeout bounds the graceful shutdown: drain requests, flush the writer,
 	// leave the membership topic.

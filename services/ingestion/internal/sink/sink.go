@@ -58,7 +58,7 @@ type Config struct {
 	// Timeout is how long a request's events may wait for an acknowledgement
 	// (default 10s).
 	Timeout time.Duration
-	// Flushers is how many batches are written at once (default 4).
+	// Flushers is how many batches are written at once (default 32).
 	Flushers int
 	// MaxBatch bounds the events handed to one WriteMessages call (default 10000).
 	MaxBatch int
@@ -104,7 +104,7 @@ func New(w Writer, cfg Config) *Sink {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.Flushers <= 0 {
-		cfg.Flushers = 4
+		cfg.Flushers = 32
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 10000
