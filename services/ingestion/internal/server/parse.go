@@ -52,12 +52,13 @@ type inEvent struct {
 
 // decoders reuse jsontext decoders (and their state) between requests: parsing is the
 // largest cost of a request after the network.
-var decoders = sync.Pool{New: func() any { return new(bodyDecoder) }}
+var decoders = sync.Pool{New: func() any { return new(jsontext.Decoder) }}
 
-type bodyDecoder struct {
-	in  bytes.Buffer // wraps the body without copying it; jsontext parses it in place
-	dec jsontext.Decoder
-}
+// noBody is what a pooled decoder reads between requests, so that the pool does not
+// keep the last body alive.
+type noBody struct{}
+
+func (noBody) Read([]byte) (int, error) { return 0, io.EOF }
 
 // parseEvents parses a request body: one event object, or an array of events of one
 // customer. keyCustomer is the customer the request's API key names, "" when API keys are
@@ -67,7 +68,8 @@ type bodyDecoder struct {
 // The parser reads tokens with jsontext (the JSON v2 tokenizer) instead of reflecting
 // into a struct: it is several times faster, checks every payload without copying it,
 // and is strict where strictness protects the throttle key: field names match exactly
-// (no case folding), a field named twice is refused (which customer would count?), and
+// (no case folding), an event field named twice is refused (which customer would count?;
+// inside payloads repeated names stay allowed, as they always were), and
 // text must be valid UTF-8.
 //
 // Errors: malformed JSON, unknown or repeated fields, an empty array, a missing or
@@ -83,14 +85,15 @@ func parseEvents(body []byte, keyCustomer string) ([]inEvent, *apiError) {
 	if !utf8.Valid(trimmed) {
 		return nil, badRequest("", "body is not valid UTF-8")
 	}
-	bd := decoders.Get().(*bodyDecoder)
-	defer decoders.Put(bd)
-	bd.in = *bytes.NewBuffer(trimmed)
-	bd.dec.Reset(&bd.in)
-	p := eventParser{dec: &bd.dec, body: trimmed, key: keyCustomer}
+	dec := decoders.Get().(*jsontext.Decoder)
+	// A bytes.Buffer is parsed in place, not copied. Duplicate names are this parser's
+	// to refuse in an event; inside a payload they are the client's business, as they
+	// always were.
+	dec.Reset(bytes.NewBuffer(trimmed), jsontext.AllowDuplicateNames(true))
+	p := eventParser{dec: dec, body: trimmed, lead: len(body) - len(trimmed), key: keyCustomer}
 	events, aerr := p.parse()
-	bd.in = bytes.Buffer{} // do not keep the body alive in the pool
-	bd.dec.Reset(&bd.in)
+	dec.Reset(noBody{})
+	decoders.Put(dec)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -100,7 +103,8 @@ func parseEvents(body []byte, keyCustomer string) ([]inEvent, *apiError) {
 // eventParser reads one request body's events from dec, which reads body.
 type eventParser struct {
 	dec   *jsontext.Decoder
-	body  []byte
+	body  []byte // the request body from its first non-space byte
+	lead  int    // the spaces before it, for byte offsets in errors
 	key   string
 	array bool   // the body is an array: errors name fields "[i].field"
 	first string // the first event's customer, shared by the ones that repeat it
@@ -117,17 +121,16 @@ func (p *eventParser) parse() ([]inEvent, *apiError) {
 		events = []inEvent{e}
 	case '[':
 		if _, err := p.dec.ReadToken(); err != nil {
-			return nil, syntaxError(err)
+			return nil, p.syntaxError(err)
 		}
 		p.array = true
-		// Room for every event up front.
-		// Bounded: a payload can say "customer" many times.
+		// Room for every event up front; bounded, as payloads may say "customer" too.
 		events = make([]inEvent, 0, min(bytes.Count(p.body, []byte(`"customer"`))+1, 512))
 		for i := 0; p.dec.PeekKind() != ']'; i++ {
 			if k := p.dec.PeekKind(); k != '{' {
 				if k == 0 {
 					_, err := p.dec.ReadToken()
-					return nil, syntaxError(err)
+					return nil, p.syntaxError(err)
 				}
 				return nil, badRequest("", "want an event object or an array of event objects, not a JSON %s", kindName(k))
 			}
@@ -141,18 +144,18 @@ func (p *eventParser) parse() ([]inEvent, *apiError) {
 			events = append(events, e)
 		}
 		if _, err := p.dec.ReadToken(); err != nil {
-			return nil, syntaxError(err)
+			return nil, p.syntaxError(err)
 		}
 		if len(events) == 0 {
 			return nil, badRequest("", "the array of events is empty")
 		}
 	case 0:
 		_, err := p.dec.ReadToken()
-		return nil, syntaxError(err)
+		return nil, p.syntaxError(err)
 	default:
 		return nil, badRequest("", "body is not a JSON object or array")
 	}
-	end := p.dec.InputOffset()
+	end := int64(p.lead) + p.dec.InputOffset()
 	if p.dec.PeekKind() != 0 {
 		return nil, badRequest("", "unexpected data after the JSON value at byte %d", end)
 	}
@@ -168,17 +171,24 @@ func (p *eventParser) parse() ([]inEvent, *apiError) {
 // event reads one event object: the i-th of an array, or the body itself (i < 0).
 func (p *eventParser) event(i int) (inEvent, *apiError) {
 	var e inEvent
+	var seen [3]bool // by fieldIndex
 	if _, err := p.dec.ReadToken(); err != nil { // '{', as peeked
-		return e, syntaxError(err)
+		return e, p.syntaxError(err)
 	}
 	for p.dec.PeekKind() != '}' {
 		name, err := p.dec.ReadValue()
 		if err != nil {
-			return e, syntaxError(err)
+			return e, p.syntaxError(err)
 		}
 		field, aerr := unquote(name)
 		if aerr != nil {
 			return e, aerr
+		}
+		if n := fieldIndex(field); n >= 0 {
+			if seen[n] {
+				return e, badRequest(fieldName(i, string(field)), "field %q appears more than once", field)
+			}
+			seen[n] = true
 		}
 		switch string(field) {
 		case "customer":
@@ -200,7 +210,7 @@ func (p *eventParser) event(i int) (inEvent, *apiError) {
 		case "payload":
 			v, err := p.dec.ReadValue()
 			if err != nil {
-				return e, syntaxError(err)
+				return e, p.syntaxError(err)
 			}
 			if v.Kind() != 'n' {
 				end := int(p.dec.InputOffset())
@@ -211,9 +221,22 @@ func (p *eventParser) event(i int) (inEvent, *apiError) {
 		}
 	}
 	if _, err := p.dec.ReadToken(); err != nil { // '}'
-		return e, syntaxError(err)
+		return e, p.syntaxError(err)
 	}
 	return e, nil
+}
+
+// fieldIndex numbers an event's fields, -1 for an unknown one.
+func fieldIndex(name []byte) int {
+	switch string(name) {
+	case "customer":
+		return 0
+	case "id":
+		return 1
+	case "payload":
+		return 2
+	}
+	return -1
 }
 
 // text reads the string field of the i-th event: its unescaped bytes; null reads as
@@ -223,12 +246,12 @@ func (p *eventParser) text(i int, field string) ([]byte, *apiError) {
 	case '"':
 		v, err := p.dec.ReadValue()
 		if err != nil {
-			return nil, syntaxError(err)
+			return nil, p.syntaxError(err)
 		}
 		return unquote(v)
 	case 'n', 0: // 0: malformed; ReadToken returns why
 		_, err := p.dec.ReadToken()
-		return nil, syntaxError(err)
+		return nil, p.syntaxError(err)
 	default:
 		return nil, badRequest(fieldName(i, field), "%s must not be a JSON %s", fieldName(i, field), kindName(k))
 	}
@@ -291,6 +314,18 @@ func fieldName(i int, field string) string {
 	return "[" + strconv.Itoa(i) + "]." + field
 }
 
+// syntaxError is the package's syntaxError with byte offsets counted from the start of
+// the body, not from its first non-space byte.
+func (p *eventParser) syntaxError(err error) *apiError {
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		shifted := *syn
+		shifted.ByteOffset += int64(p.lead)
+		err = &shifted
+	}
+	return syntaxError(err)
+}
+
 // syntaxError turns a tokenizer error into a 400 (nil for nil).
 func syntaxError(err error) *apiError {
 	if err == nil {
@@ -298,29 +333,12 @@ func syntaxError(err error) *apiError {
 	}
 	var syn *jsontext.SyntacticError
 	if errors.As(err, &syn) {
-		if errors.Is(err, jsontext.ErrDuplicateName) {
-			return badRequest(pointerField(syn.JSONPointer), "field %q appears more than once", syn.JSONPointer.LastToken())
-		}
 		return badRequest("", "malformed JSON at byte %d: %v", syn.ByteOffset, syn.Err)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return badRequest("", "malformed JSON: the body ends inside a value")
 	}
 	return badRequest("", "malformed JSON: %v", err)
-}
-
-// pointerField writes a JSON pointer into an event ("/3/customer") as this API names
-// fields ("[3].customer").
-func pointerField(ptr jsontext.Pointer) string {
-	var b strings.Builder
-	for tok := range ptr.Tokens() {
-		if _, err := strconv.Atoi(tok); err == nil && b.Len() == 0 {
-			b.WriteString("[" + tok + "].")
-			continue
-		}
-		b.WriteString(tok)
-	}
-	return b.String()
 }
 
 func kindName(k jsontext.Kind) string {

@@ -800,3 +800,25 @@ func TestEventTooLargeForKafka(t *testing.T) {
 		t.Fatalf("after a 413: status %d, want 202 (quota given back)", r.status)
 	}
 }
+
+func TestParseErrorsNameTheirPlace(t *testing.T) {
+	tests := []struct{ body, field, msg string }{
+		{"  {\"customer\":\"a\"} x", "", "after the JSON value at byte 18"},
+		{`[{"customer":"a"},{"customer":"a","customer":"b"}]`, "[1].customer", `"customer" appears more than once`},
+		{`{"id":"x","id":"y","customer":"a"}`, "id", `"id" appears more than once`},
+		{`{"Customer":"a"}`, "Customer", "unknown field"},
+		{`[{"customer":"a","payload":{"x":1,"x":2}}]`, "", ""}, // payloads are opaque: accepted
+	}
+	for _, tt := range tests {
+		_, aerr := parseEvents([]byte(tt.body), "")
+		if tt.msg == "" {
+			if aerr != nil {
+				t.Errorf("%s: %v, want accepted", tt.body, aerr)
+			}
+			continue
+		}
+		if aerr == nil || aerr.Status != http.StatusBadRequest || aerr.Field != tt.field || !strings.Contains(aerr.Message, tt.msg) {
+			t.Errorf("%s: got %+v, want 400 on %q containing %q", tt.body, aerr, tt.field, tt.msg)
+		}
+	}
+}
