@@ -171,7 +171,8 @@ func (p *eventParser) parse() ([]inEvent, *apiError) {
 // event reads one event object: the i-th of an array, or the body itself (i < 0).
 func (p *eventParser) event(i int) (inEvent, *apiError) {
 	var e inEvent
-	var seen [3]bool                             // by fieldIndex
+	var seen [3]bool // by fieldIndex
+
 	if _, err := p.dec.ReadToken(); err != nil { // '{', as peeked
 		return e, p.syntaxError(err)
 	}
