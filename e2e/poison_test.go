@@ -36,9 +36,10 @@ func TestPoisonRecord(t *testing.T) {
 	}
 
 	// A valid record of another customer, keyed by the victim: it must not replace the
-	// victim's throttle. (It does, though, for a replica that rebuilds after compaction
-	// has run: compaction keeps a key's last record, the poison one, whatever readers
-	// make of it. Only the topic's ACLs can prevent that; this test checks the readers.)
+	// victim's throttle. Compaction keeps a key's last record whatever readers make of
+	// it, so processing's sweeper writes the victim's throttle again after the poison
+	// record (pkg/throttle's TestSweeperRepairsAThrottleBehindAPoisonRecord shows the log
+	// and a rebuild after compaction); this test checks the readers.
 	codec := s.codec(t)
 	foreign, err := codec.Encode(&throttle.Record{
 		ID: "poison-foreign", Customer: uniq("someone-else"), Limit: 1, Window: time.Minute,

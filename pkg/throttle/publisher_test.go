@@ -286,3 +286,42 @@ func TestPublisherBrokerDown(t *testing.T) {
 		t.Logf("close: %v", err)
 	}
 }
+
+// A poison record under a throttled customer's key would, once compacted, leave the key
+// holding only the poison record: every table skips it, and a replica rebuilding after
+// compaction would not know the throttle. The sweeper writes the throttle again after it.
+func TestSweeperRepairsAThrottleBehindAPoisonRecord(t *testing.T) {
+	f := newCompactingFixture(t)
+	tb, _ := f.sweeping()
+	var changes sync.Map
+	watched := f.start(throttle.WithObserver(func(c throttle.Change) { changes.Store(c.Kind, c) }))
+	p := f.publisher()
+	t1 := rec("acme", 20, time.Hour)
+	if err := p.Set(t.Context(), t1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "T1 applied", func() bool { _, ok := tb.Lookup("acme"); return ok })
+	f.put(kafka.Message{Key: throttle.Key("acme"), Value: []byte("not a throttle")}) // bad magic byte
+
+	// The log must end: T1, poison, T1 again.
+	eventually(t, "T1 re-published after the poison record", func() bool {
+		l := logOf(t, f, "acme")
+		return len(l) == 3 && l[2].Value != nil && string(l[1].Value) == "not a throttle"
+	})
+	wantLimit(t, tb, "acme", 20) // the live table never lost it
+	eventually(t, "the change reported", func() bool {
+		c, ok := changes.Load(throttle.ChangePoisoned)
+		return ok && c.(throttle.Change).Record.ID == t1.ID
+	})
+	if got := watched.Stats().Poison["bad_magic"]; got != 1 {
+		t.Fatalf("poison counted %d times, want 1", got)
+	}
+	compactAway(t, f)
+	if l := logOf(t, f, "acme"); len(l) != 1 || l[0].Value == nil || string(l[0].Value) == "not a throttle" {
+		t.Fatalf("after compaction acme's log is %d records, want T1 alone", len(l))
+	}
+	fresh := f.run() // a replica rebuilding from offset zero after compaction
+	if got, ok := fresh.Lookup("acme"); !ok || got.ID != t1.ID {
+		t.Fatalf("rebuilt table: got %+v (found %v), want T1", got, ok)
+	}
+}

@@ -28,6 +28,11 @@ import (
 //     ends with T2 again and compaction keeps it. The topic's min.compaction.lag.ms (10
 //     minutes by default) keeps the first T2 in the log until then.
 //
+// The same repair covers a poison record written under a throttled customer's key
+// (ChangePoisoned): every table skips it and keeps the throttle, but compaction would
+// keep only the poison record, and a replica rebuilding after that would not know the
+// throttle. The sweeper writes the throttle again after it.
+//
 // Several instances may sweep at once: their tombstones name the same ID and their
 // re-publications are the same record, so duplicates are harmless and they never fight
 // over a key. A single writer per key (partition ownership) was the alternative; it
@@ -114,7 +119,7 @@ func (s *Sweeper) Observe(c Change) {
 	case ChangeLifted:
 		delete(s.expired, c.Customer)
 		delete(s.republish, c.Customer)
-	case ChangeStaleTombstone:
+	case ChangeStaleTombstone, ChangePoisoned:
 		s.republish[c.Customer] = c.Record
 	}
 	s.mu.Unlock()

@@ -35,6 +35,11 @@ const (
 	// current throttle, so compaction would drop the throttle: its publisher must write
 	// it again (Sweeper does).
 	ChangeStaleTombstone
+	// ChangePoisoned: a poison record (one the table skips) was written under the key of
+	// a throttle the table holds. The table keeps the throttle, but the poison record is
+	// now the key's newest and compaction would keep it alone: the throttle's publisher
+	// must write it again (Sweeper does). Record is the throttle kept.
+	ChangePoisoned
 )
 
 func (k ChangeKind) String() string {
@@ -47,6 +52,8 @@ func (k ChangeKind) String() string {
 		return "expired"
 	case ChangeStaleTombstone:
 		return "stale_tombstone"
+	case ChangePoisoned:
+		return "poisoned"
 	}
 	return "unknown"
 }
@@ -361,12 +368,12 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 	rec, err := t.codec.Decode(msg.Value)
 	if err == nil && rec.Customer != customer {
 		err = fmt.Errorf("record for customer %q under key %q", rec.Customer, customer)
-		t.skip(msg, "key_mismatch", err)
+		t.skip(msg, "key_mismatch", err, ch)
 		return nil
 	}
 	if err != nil {
 		if reason := PoisonReason(err); reason != "" {
-			t.skip(msg, reason, err)
+			t.skip(msg, reason, err, ch)
 			return nil
 		}
 		t.retries.Add(1)
@@ -391,7 +398,9 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 	return nil
 }
 
-func (t *Table) skip(msg kafka.Message, reason string, err error) {
+// skip counts and logs a poison record, and reports it (ChangePoisoned) when it hides a
+// throttle the table holds.
+func (t *Table) skip(msg kafka.Message, reason string, err error, ch Change) {
 	for i, name := range poisonReasons {
 		if name == reason {
 			t.poison[i].Add(1)
@@ -400,6 +409,27 @@ func (t *Table) skip(msg kafka.Message, reason string, err error) {
 	t.log.Warn("skipping poison throttle record",
 		zap.Int("partition", msg.Partition), zap.Int64("offset", msg.Offset),
 		zap.ByteString("customer", msg.Key), zap.String("reason", reason), zap.Error(err))
+	if cur, ok := t.held(ch.Customer); ok {
+		ch.Kind, ch.Record = ChangePoisoned, cur
+		t.notify(ch)
+	}
+}
+
+// held returns the customer's active throttle as the table holds it, also while it is
+// still rebuilding (when Get answers nothing).
+func (t *Table) held(customer string) (Record, bool) {
+	s := &t.shards[t.shardOf(customer)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.building
+	if m == nil {
+		m = *s.published.Load()
+	}
+	r, ok := m[customer]
+	if !ok || !r.Active(t.cfg.clock()) {
+		return Record{}, false
+	}
+	return r.Record(customer), true
 }
 
 func (t *Table) notify(c Change) {

@@ -191,6 +191,7 @@ func ingestionMetrics(t *testing.T) map[string]deploycheck.Metric {
 	kinds := []string{
 		throttle.ChangeSet.String(), throttle.ChangeLifted.String(),
 		throttle.ChangeExpired.String(), throttle.ChangeStaleTombstone.String(),
+		throttle.ChangePoisoned.String(),
 	}
 	for _, k := range kinds {
 		m.ThrottleChanged(k, time.Millisecond, false)

@@ -107,7 +107,7 @@ func (s *session) printChange(c throttle.Change) {
 			what = "was until"
 		case throttle.ChangeExpired:
 			what = "expired"
-		case throttle.ChangeStaleTombstone:
+		case throttle.ChangeStaleTombstone, throttle.ChangePoisoned:
 			what = "kept, until"
 		}
 		fmt.Fprintf(&b, "  %s %s %s %s", formatLimit(c.Record.Limit, c.Record.Window), c.Record.Mode, what, timeText(c.Record.ExpiresAt))
