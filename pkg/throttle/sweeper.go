@@ -33,6 +33,10 @@ import (
 // keep only the poison record, and a replica rebuilding after that would not know the
 // throttle. The sweeper writes the throttle again after it.
 //
+// A re-publication is a plain write, not a compare-and-set (Kafka has none): an
+// operator's lift that lands between the sweeper's check of its table and its write is
+// undone by it. The window is the few milliseconds of one produce; lifting again ends it.
+//
 // Several instances may sweep at once: their tombstones name the same ID and their
 // re-publications are the same record, so duplicates are harmless and they never fight
 // over a key. A single writer per key (partition ownership) was the alternative; it
