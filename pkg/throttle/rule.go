@@ -4,8 +4,8 @@ import "time"
 
 // Rule is the part of a throttle that enforcing it needs: what Table.Lookup returns on
 // the hot path of every event. The table keeps rules inline in its maps, so a lookup
-// reads one map slot and follows no pointer; the rest of the record (when and why it was
-// set, by whom) sits behind one pointer that only Get and the views follow.
+// follows no pointer past the map slot; the rest of the record (when and why it was set,
+// by whom) sits behind one pointer that only Get and the views follow.
 type Rule struct {
 	ID     string
 	Limit  int64

@@ -226,8 +226,9 @@ func (t *Table) Ready() bool { return t.follower.Ready() }
 func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitReady(ctx) }
 
 // Lookup returns the rule of the customer's active throttle: what enforcing it needs. It
-// is the hot path of every event: it never blocks, never allocates and reads no memory
-// beyond one map slot. It returns nothing until the table is ready. Expiry is observed
+// is the hot path of every event: it never blocks, never allocates, and follows no
+// pointer past the map slot (the key's bytes aside, to compare them). It returns
+// nothing until the table is ready. Expiry is observed
 // within a few milliseconds (the table's coarse clock).
 func (t *Table) Lookup(customer string) (Rule, bool) {
 	h := maphash.String(t.seed, customer)
