@@ -157,6 +157,15 @@ type shard struct {
 	published atomic.Pointer[map[string]Rule] // after ready: immutable, copied on write
 }
 
+// current is the shard's map as its writers see it: the building one until the table
+// is ready, the published one after. The caller holds mu.
+func (s *shard) current() map[string]Rule {
+	if s.building != nil {
+		return s.building
+	}
+	return *s.published.Load()
+}
+
 // NewTable returns a table of the throttle topic. Run starts it.
 func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Table, error) {
 	if codec == nil {
@@ -422,10 +431,7 @@ func (t *Table) held(customer string) (Record, bool) {
 	s := &t.shards[t.shardOf(customer)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.building
-	if m == nil {
-		m = *s.published.Load()
-	}
+	m := s.current()
 	r, ok := m[customer]
 	if !ok || !r.Active(t.cfg.clock()) {
 		return Record{}, false
@@ -499,10 +505,7 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 	s := &t.shards[t.shardOf(customer)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.building
-	if m == nil {
-		m = *s.published.Load()
-	}
+	m := s.current()
 	ce, ok := m[customer]
 	if !ok {
 		return nil, nil
@@ -539,10 +542,7 @@ func (t *Table) rebuildFilter() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		m := s.building
-		if m == nil {
-			m = *s.published.Load()
-		}
+		m := s.current()
 		for k := range m {
 			f.add(maphash.String(t.seed, k))
 		}
