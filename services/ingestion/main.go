@@ -106,7 +106,7 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	defer kafkaconn.Close(events)
 	out := sink.New(events, sink.Config{
 		Buffer: cfg.BufferEvents, MaxMessageBytes: cfg.MaxEventBytes, Timeout: cfg.WriteTimeout,
-		Flushers: cfg.Flushers, Log: log.Named("sink"),
+		Log: log.Named("sink"),
 	})
 
 	limiter := limit.NewLimiter()

@@ -53,12 +53,6 @@ type Config struct {
 	// BatchTimeout is how long the Kafka writer waits to fill a batch: a few milliseconds
 	// trades a little latency for far fewer produce requests under load.
 	BatchTimeout time.Duration `env:"BATCH_TIMEOUT" envDefault:"2ms"`
-	// Flushers is how many batches are written to Kafka at once. Each write waits about
-	// BatchTimeout for its batch; with few flushers, requests that arrive meanwhile wait
-	// for a flusher and then a batch of their own. Enough of them hand every request's
-	// events to the writer at once, and kafka-go still merges concurrent writes into one
-	// produce request per partition. They cost a goroutine each.
-	Flushers int `env:"FLUSHERS" envDefault:"32"`
 
 	// ShutdownTimeout bounds the graceful shutdown: drain requests, flush the writer,
 	// leave the membership topic.
@@ -105,7 +99,6 @@ func (c Config) Validate() error {
 	check(c.BufferEvents > 0, "BUFFER_EVENTS %d: want > 0", c.BufferEvents)
 	check(c.WriteTimeout > 0, "WRITE_TIMEOUT %s: want > 0", c.WriteTimeout)
 	check(c.BatchTimeout > 0, "BATCH_TIMEOUT %s: want > 0", c.BatchTimeout)
-	check(c.Flushers > 0, "FLUSHERS %d: want > 0", c.Flushers)
 	check(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT %s: want > 0", c.ShutdownTimeout)
 	if _, err := c.Keys(); err != nil {
 		errs = append(errs, err)

@@ -86,7 +86,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, &apiError{Message: err.Error(), Field: "payload"})
 		return
 	}
-	if err := s.sink.Write(r.Context(), msgs); err != nil {
+	if err := s.sink.Write(msgs); err != nil {
 		s.refused(w, r, d, n, err)
 		return
 	}

@@ -4,7 +4,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -32,7 +31,7 @@ type Table interface {
 // Sink takes accepted events to Kafka (*sink.Sink).
 type Sink interface {
 	// Write returns once Kafka acknowledged msgs, or with the reason it did not.
-	Write(ctx context.Context, msgs []kafka.Message) error
+	Write(msgs []kafka.Message) error
 	// Capacity is the most events one request can have.
 	Capacity() int
 }

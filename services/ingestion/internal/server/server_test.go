@@ -157,7 +157,7 @@ func newEnv(t *testing.T, o options, recs ...throttle.Record) *env {
 	e := &env{t: t, table: newFakeTable(o.ready, recs...), fleet: &fakeFleet{}, kafka: &recorder{}, metrics: metrics.New()}
 	e.fleet.alive.Store(1)
 	e.setNow(t0)
-	e.sink = sink.New(e.kafka, sink.Config{Buffer: o.buffer, Timeout: o.timeout, Flushers: 1, MaxMessageBytes: o.maxEvent})
+	e.sink = sink.New(e.kafka, sink.Config{Buffer: o.buffer, Timeout: o.timeout, MaxMessageBytes: o.maxEvent})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = e.sink.Run(ctx) }()

@@ -1,13 +1,21 @@
-// Package sink writes accepted events to Kafka: a bounded buffer that batches the events
-// of concurrent requests into few produce requests, and answers each request only once
-// Kafka has acknowledged its events (or definitely failed to).
+// Package sink writes accepted events to Kafka: a bounded buffer in front of a
+// kafka.Writer that answers each request only once Kafka has acknowledged its events (or
+// definitely failed to).
 //
 // Why acknowledge before answering: a 202 then means the events are replicated
 // (RequiredAcks: all), so a crash of this replica loses nothing it accepted. Answering
 // once an event is merely in memory would be faster, and would lose the buffer on a
 // crash. The buffer bounds how many events wait for Kafka, in memory: while the broker is
-// away, requests wait for it until WriteTimeout, and once the buffer is full further
-// requests get ErrFull (503) at once. Nothing is dropped without its request being told.
+// away, requests wait for it until Timeout, and once the buffer is full further requests
+// get ErrFull (503) at once. Nothing is dropped without its request being told.
+//
+// Each request writes its own events, from its own goroutine: kafka.Writer already
+// gathers the messages of concurrent WriteMessages calls into one batch per partition,
+// so the produce requests are as few as if the sink gathered them, and each request
+// waits only for the batches of its own partitions. (An earlier version gathered
+// concurrent requests into one call; every request then waited for the slowest
+// partition of all of them, and the hand-off to a pool of goroutines cost a quarter of
+// the throughput in BenchmarkIngest.)
 //
 // Delivery is at least once: kafka-go has no idempotent producer, so a retried batch can
 // be written twice, and a request that times out while its batch is in flight may have
@@ -58,41 +66,25 @@ type Config struct {
 	// Timeout is how long a request's events may wait for an acknowledgement
 	// (default 10s).
 	Timeout time.Duration
-	// Flushers is how many batches are written at once (default 32).
-	Flushers int
-	// MaxBatch bounds the events handed to one WriteMessages call (default 10000).
-	MaxBatch int
-	Log      *zap.Logger
+	Log     *zap.Logger
 }
 
-// Sink is the bounded, batching event writer. Run writes; Write enqueues and waits.
+// Sink is the bounded event writer. Write writes and waits; Close and Run shut it down.
 type Sink struct {
 	cfg      Config
 	w        Writer
-	queue    chan *job
 	buffered atomic.Int64
 
-	mu      sync.RWMutex // Write holds it shared while it enqueues; Close exclusively
-	closed  bool
-	closing chan struct{}
+	mu       sync.RWMutex // Write holds it shared while it registers; Close exclusively
+	closed   bool
+	closing  chan struct{}
+	inFlight sync.WaitGroup // Writes past registration; no Add once closed
+	abort    context.Context
+	stop     context.CancelFunc // ends every write still retrying: Run's ctx ended
+	failing  atomic.Bool        // the last write failed: its warning is logged
 }
 
-// job is one request's events. state moves from queued to either claimed (a flusher took
-// it) or abandoned (its request gave up first, so it must never be written).
-type job struct {
-	msgs     []kafka.Message
-	deadline time.Time
-	state    atomic.Int32
-	done     chan error // buffered: the flusher never waits for the request
-}
-
-const (
-	queued int32 = iota
-	claimed
-	abandoned
-)
-
-// New returns a Sink writing with w. Run must be running for writes to complete.
+// New returns a Sink writing with w.
 func New(w Writer, cfg Config) *Sink {
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 100000
@@ -103,22 +95,11 @@ func New(w Writer, cfg Config) *Sink {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	if cfg.Flushers <= 0 {
-		cfg.Flushers = 32
-	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 10000
-	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	return &Sink{
-		cfg: cfg, w: w,
-		// One slot per event: a job holds at least one event and its events are
-		// reserved before it is queued, so a send on the queue never blocks.
-		queue:   make(chan *job, cfg.Buffer),
-		closing: make(chan struct{}),
-	}
+	abort, stop := context.WithCancel(context.Background())
+	return &Sink{cfg: cfg, w: w, closing: make(chan struct{}), abort: abort, stop: stop}
 }
 
 // Capacity is the buffer's size in events: a request with more events can never be
@@ -133,9 +114,12 @@ func (s *Sink) Buffered() int64 { return s.buffered.Load() }
 
 // Write hands msgs to Kafka and waits for the acknowledgement. It returns nil once every
 // message is acknowledged; ErrFull, ErrClosed or ErrTooLarge at once (nothing written);
-// ErrTimeout after the write timeout; or ctx's error if the caller leaves first (the
-// events are then still written: the client that left cannot be told either way).
-func (s *Sink) Write(ctx context.Context, msgs []kafka.Message) error {
+// or ErrTimeout after Timeout, or once Run's context has ended (the events may then have
+// been written, unless the error also wraps ErrNotWritten).
+//
+// Write takes no context: a client that leaves does not stop the write, so what it was
+// sent is still written, as it would be had the client stayed for its answer.
+func (s *Sink) Write(msgs []kafka.Message) error {
 	n := int64(len(msgs))
 	if n == 0 {
 		return nil
@@ -148,7 +132,6 @@ func (s *Sink) Write(ctx context.Context, msgs []kafka.Message) error {
 			return fmt.Errorf("%w: event %d is %d bytes, at most %d", ErrTooLarge, i, size, s.cfg.MaxMessageBytes)
 		}
 	}
-	j := &job{msgs: msgs, deadline: time.Now().Add(s.cfg.Timeout), done: make(chan error, 1)}
 
 	s.mu.RLock()
 	if s.closed {
@@ -165,32 +148,14 @@ func (s *Sink) Write(ctx context.Context, msgs []kafka.Message) error {
 			break
 		}
 	}
-	s.queue <- j
+	s.inFlight.Add(1)
 	s.mu.RUnlock()
-
-	timer := time.NewTimer(s.cfg.Timeout)
-	defer timer.Stop()
-	select {
-	case err := <-j.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-	}
-	if j.state.CompareAndSwap(queued, abandoned) {
-		// No flusher took it: it will be skipped, so the answer "not written" is true.
-		return fmt.Errorf("%w: %w: waited %s in the queue", ErrTimeout, ErrNotWritten, s.cfg.Timeout)
-	}
-	// A flusher is writing it and fails it by its deadline at the latest.
-	select {
-	case err := <-j.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer s.inFlight.Done()
+	defer s.buffered.Add(-n)
+	return s.write(msgs, time.Now().Add(s.cfg.Timeout))
 }
 
-// Close stops taking events. Run then writes what is buffered and returns.
+// Close stops taking events. Run then waits for the writes in flight and returns.
 func (s *Sink) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -200,154 +165,80 @@ func (s *Sink) Close() {
 	}
 }
 
-// Run writes buffered events until Close has been called and the buffer is empty, or
-// until ctx ends (then the events still buffered fail with ErrNotWritten). Use a ctx that
-// outlives the HTTP server's shutdown, so that requests being drained get their answer.
+// Run returns once Close has been called and every write in flight has been answered.
+// If ctx ends first, writes still waiting for Kafka stop retrying and fail with
+// ErrTimeout, and Run returns once they have. Use a ctx that outlives the HTTP server's
+// shutdown, so that requests being drained get their answer.
 func (s *Sink) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for range s.cfg.Flushers {
-		wg.Go(func() { s.flush(ctx) })
+	select {
+	case <-s.closing:
+	case <-ctx.Done():
+		s.Close() // nothing more is taken behind the writes being stopped
 	}
-	wg.Wait()
-	// Anything left (ctx ended first) is answered, never silently dropped; Close first so
-	// that nothing more is queued behind the drain.
-	s.Close()
-	for {
-		select {
-		case j := <-s.queue:
-			s.finish(j, fmt.Errorf("%w: shutting down: %w", ErrNotWritten, ctx.Err()))
-		default:
-			return nil
-		}
+	drained := make(chan struct{})
+	go func() {
+		s.inFlight.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		s.stop()
+		<-drained
 	}
+	return nil
 }
 
-// flush takes jobs off the queue and writes them in batches.
-func (s *Sink) flush(ctx context.Context) {
-	var batch []*job
-	for {
-		var first *job
-		select {
-		case first = <-s.queue:
-		case <-ctx.Done():
-			return
-		case <-s.closing:
-			select { // closed: drain what is left, then stop
-			case first = <-s.queue:
-			default:
-				return
-			}
-		}
-		batch = batch[:0]
-		events := 0
-		if s.claim(first) {
-			batch, events = append(batch, first), len(first.msgs)
-		}
-	fill:
-		for events < s.cfg.MaxBatch {
-			select {
-			case j := <-s.queue:
-				if s.claim(j) {
-					batch, events = append(batch, j), events+len(j.msgs)
-				}
-			default:
-				break fill
-			}
-		}
-		if len(batch) > 0 {
-			s.write(ctx, batch)
-		}
-	}
-}
-
-// claim takes j for writing, or releases an abandoned job's room in the buffer.
-func (s *Sink) claim(j *job) bool {
-	if j.state.CompareAndSwap(queued, claimed) {
-		return true
-	}
-	s.buffered.Add(-int64(len(j.msgs)))
-	return false
-}
-
-// finish answers j and frees its room.
-func (s *Sink) finish(j *job, err error) {
-	s.buffered.Add(-int64(len(j.msgs)))
-	j.done <- err
-}
-
-// write writes the jobs' messages, retrying what failed until each job's deadline.
-// kafka-go reports failures per message (WriteErrors), so a retry resends only those.
-func (s *Sink) write(ctx context.Context, jobs []*job) {
-	type part struct {
-		j       *job
-		pending []kafka.Message
-	}
-	parts := make([]part, len(jobs))
-	total := 0
-	for i, j := range jobs {
-		parts[i] = part{j: j, pending: j.msgs}
-		total += len(j.msgs)
-	}
-	msgs := make([]kafka.Message, 0, total)
+// write writes msgs, retrying those that failed until deadline. kafka-go reports failures
+// per message (WriteErrors), so a retry resends only those.
+func (s *Sink) write(msgs []kafka.Message, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(s.abort, deadline)
+	defer cancel()
+	pending := msgs
 	backoff := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		msgs = msgs[:0]
-		for _, p := range parts {
-			msgs = append(msgs, p.pending...)
+		if ctx.Err() != nil && attempt == 1 {
+			return fmt.Errorf("%w: %w: shutting down", ErrTimeout, ErrNotWritten)
 		}
-		err := s.w.WriteMessages(ctx, msgs...)
+		err := s.w.WriteMessages(ctx, pending...)
+		if err == nil {
+			s.recovered()
+			return nil
+		}
 		var werrs kafka.WriteErrors
-		perMessage := errors.As(err, &werrs) && len(werrs) == len(msgs)
-		next := parts[:0]
-		off := 0
-		for _, p := range parts {
+		if errors.As(err, &werrs) && len(werrs) == len(pending) {
 			var failed []kafka.Message
-			switch {
-			case err == nil:
-			case perMessage:
-				for k := range p.pending {
-					if werrs[off+k] != nil {
-						failed = append(failed, p.pending[k])
-					}
+			for k := range pending {
+				if werrs[k] != nil {
+					failed = append(failed, pending[k])
 				}
-			default:
-				failed = p.pending
 			}
-			off += len(p.pending)
 			if len(failed) == 0 {
-				s.finish(p.j, nil)
-				continue
+				s.recovered()
+				return nil
 			}
-			p.pending = failed
-			next = append(next, p)
+			pending = failed
 		}
-		parts = next
-		if len(parts) == 0 {
-			return
-		}
-		now := time.Now()
-		next = parts[:0]
-		for _, p := range parts {
-			switch {
-			case ctx.Err() != nil:
-				s.finish(p.j, fmt.Errorf("%w: shutting down after %d attempts: %w", ErrTimeout, attempt, err))
-			case !now.Before(p.j.deadline):
-				s.finish(p.j, fmt.Errorf("%w: %d attempts: %w", ErrTimeout, attempt, err))
-			default:
-				next = append(next, p)
-			}
-		}
-		parts = next
-		if len(parts) == 0 {
-			return
-		}
-		if attempt == 1 {
-			s.cfg.Log.Warn("writing events failed; retrying", zap.Int("events", len(msgs)), zap.Error(err))
+		if s.failing.CompareAndSwap(false, true) {
+			// Once per outage, not once per request: during one, every request fails.
+			s.cfg.Log.Warn("writing events failed; requests retry until their timeout (logged once until a write succeeds)",
+				zap.Int("events", len(pending)), zap.Error(err))
 		}
 		select {
 		case <-ctx.Done():
+			if s.abort.Err() != nil {
+				return fmt.Errorf("%w: shutting down after %d attempts: %w", ErrTimeout, attempt, err)
+			}
+			return fmt.Errorf("%w: %d attempts: %w", ErrTimeout, attempt, err)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// recovered logs the end of an outage whose start write logged.
+func (s *Sink) recovered() {
+	if s.failing.Load() && s.failing.CompareAndSwap(true, false) {
+		s.cfg.Log.Info("writing events works again")
 	}
 }
