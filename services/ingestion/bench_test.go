@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -237,6 +238,7 @@ func BenchmarkIngest(b *testing.B) {
 			var next, failed atomic.Int64
 			b.SetParallelism(callers / runtime.GOMAXPROCS(0))
 			b.ResetTimer()
+			cpu := startCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				me := (next.Add(1) - 1) % callers
 				c, mine := conns[me], reqs[me*perCaller:][:perCaller]
@@ -252,6 +254,7 @@ func BenchmarkIngest(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			cpu.report(b, b.N*batch)
 			if failed.Load() > 0 {
 				b.Fatalf("%d requests not accepted", failed.Load())
 			}
@@ -266,6 +269,7 @@ func BenchmarkIngest(b *testing.B) {
 			var next atomic.Int64
 			b.SetParallelism(callers / runtime.GOMAXPROCS(0))
 			b.ResetTimer()
+			cpu := startCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				mine := inputs[(next.Add(1)-1)%callers*perCaller:][:perCaller]
 				for i := 0; pb.Next(); i++ {
@@ -276,8 +280,34 @@ func BenchmarkIngest(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			cpu.report(b, b.N*batch)
 		})
 	}
+}
+
+// cpuClock is the process's CPU time (user and system) since it started, which tells a
+// benchmark that is short of CPU from one that waits (at batch=1 each op waits for
+// about one BatchTimeout). Everything runs in this process: broker, service, callers.
+type cpuClock struct {
+	start int64 // processCPU
+	wall  time.Time
+}
+
+func startCPU() cpuClock { return cpuClock{start: processCPU(), wall: time.Now()} }
+
+// report adds CPU microseconds per event and the share of the machine's cores used.
+func (c cpuClock) report(b *testing.B, events int) {
+	used := time.Duration(processCPU() - c.start)
+	b.ReportMetric(float64(used.Microseconds())/float64(events), "cpu-µs/event")
+	b.ReportMetric(100*used.Seconds()/time.Since(c.wall).Seconds()/float64(runtime.NumCPU()), "cpu-%")
+}
+
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkIngestLatency is a load harness, run once whatever b.N (use -benchtime=1x): it

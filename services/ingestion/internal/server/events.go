@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.metrics.Decided(metrics.Accepted, n)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusAccepted)
 	var out [40]byte
 	_, _ = w.Write(appendAccepted(out[:0], n))
@@ -136,6 +137,17 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 	}
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		return tooLarge()
+	}
+	if n := r.ContentLength; n >= 0 {
+		// net/http stops the body at its Content-Length: read it in one go, without the
+		// MaxBytesReader a body of unknown length needs.
+		buf.Grow(int(n))
+		b := buf.AvailableBuffer()[:n]
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return badRequest("", "reading the body: %s", err.Error())
+		}
+		buf.Write(b)
+		return nil
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 	if _, err := buf.ReadFrom(body); err != nil {

@@ -21,20 +21,32 @@ import (
 // draft has no fractions). The limiter is a GCRA, a bucket that refills continuously,
 // so t is when the whole quota is back, while r grows by one every w/q seconds before
 // that. Shadow-mode throttles send no fields: the client is not limited.
+//
+// Every request of a throttled customer carries these, so they are built with two
+// allocations: both values in one string, and one slice behind both fields. The keys are
+// given in canonical form, as h.Set would store them (header names are case-insensitive).
 func setRateLimit(h http.Header, d limit.Decision) {
-	var b [64]byte
+	var b [96]byte
 	p := append(b[:0], `"default";q=`...)
 	p = appendInt(p, d.Quota.Q)
 	p = append(p, ";w="...)
 	p = appendInt(p, ceilSeconds(d.Quota.W))
-	h.Set("RateLimit-Policy", string(p))
-
-	p = append(b[:0], `"default";r=`...)
+	split := len(p)
+	p = append(p, `"default";r=`...)
 	p = appendInt(p, d.Remaining)
 	p = append(p, ";t="...)
 	p = appendInt(p, ceilSeconds(d.Reset))
-	h.Set("RateLimit", string(p))
+	both := string(p)
+	v := []string{both[:split], both[split:]}
+	h[rateLimitPolicyKey] = v[0:1:1]
+	h[rateLimitKey] = v[1:2:2]
 }
+
+// The canonical forms of RateLimit-Policy and RateLimit.
+var (
+	rateLimitPolicyKey = http.CanonicalHeaderKey("RateLimit-Policy")
+	rateLimitKey       = http.CanonicalHeaderKey("RateLimit")
+)
 
 // setRetryAfter sets Retry-After in whole seconds, rounded up and at least 1: retrying
 // sooner than the limiter allows would only be refused again.
