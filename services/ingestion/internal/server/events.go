@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,13 +35,15 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		keyCustomer = c
 	}
-	buf := s.bufs.Get().(*bytes.Buffer)
-	defer s.putBuf(buf)
-	if aerr := s.readBody(w, r, buf); aerr != nil {
+	sc := s.scratch.Get().(*scratch)
+	unsettled := false // the sink has msgs and did not write them all
+	defer func() { s.putScratch(sc, unsettled) }()
+	if aerr := s.readBody(w, r, &sc.body); aerr != nil {
 		writeJSON(w, aerr.Status, aerr)
 		return
 	}
-	events, aerr := parseEvents(buf.Bytes(), keyCustomer)
+	events, aerr := appendEvents(sc.events, sc.body.Bytes(), keyCustomer)
+	sc.events = events[:0]
 	if aerr != nil {
 		writeJSON(w, aerr.Status, aerr)
 		return
@@ -81,16 +84,19 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	msgs, err := encode(events, customer, now)
+	msgs, values, err := appendMessages(sc.msgs, sc.values, events, customer, now)
+	sc.msgs, sc.values = msgs[:0], values[:0]
 	if err != nil { // only a payload json.Marshal cannot re-encode; the parser checked it
 		s.enforcer.Refund(d, int64(n))
 		writeJSON(w, http.StatusBadRequest, &apiError{Message: err.Error(), Field: "payload"})
 		return
 	}
+	unsettled = true
 	if err := s.sink.Write(msgs); err != nil {
 		s.refused(w, r, d, n, err)
 		return
 	}
+	unsettled = false
 	if d.Verdict == limit.ShadowRejected {
 		s.metrics.Decided(metrics.ShadowRejected, n)
 	} else {
@@ -160,13 +166,33 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 	return nil
 }
 
-// putBuf returns a body buffer to the pool, unless one large body made it too big to keep.
-func (s *Server) putBuf(b *bytes.Buffer) {
-	if b.Cap() > 64<<10 {
-		return
+// scratch is the memory a request of events works in, reused by later requests: at
+// tens of thousands of requests a second, allocating it anew is most of the garbage the
+// service makes.
+type scratch struct {
+	body   bytes.Buffer
+	events []inEvent // point into body
+	msgs   []kafka.Message
+	values []byte // the msgs' values
+}
+
+// putScratch returns sc to the pool, without what one large request made too big to
+// keep, and without the messages and values if the sink failed to write them
+// (unsettled): the Kafka writer may still hold them in a batch.
+func (s *Server) putScratch(sc *scratch, unsettled bool) {
+	if sc.body.Cap() > 64<<10 {
+		sc.body = bytes.Buffer{}
 	}
-	b.Reset()
-	s.bufs.Put(b)
+	sc.body.Reset()
+	clear(sc.events[:cap(sc.events)])
+	if cap(sc.events) > 1024 {
+		sc.events = nil
+	}
+	if unsettled || cap(sc.msgs) > 1024 || cap(sc.values) > 256<<10 {
+		sc.msgs, sc.values = nil, nil
+	}
+	clear(sc.msgs[:cap(sc.msgs)])
+	s.scratch.Put(sc)
 }
 
 func appendAccepted(b []byte, n int) []byte {
@@ -178,26 +204,32 @@ func appendAccepted(b []byte, n int) []byte {
 // encode turns a request's events into Kafka messages keyed by customer, stamped with
 // one ingestion time.
 func encode(events []inEvent, customer string, now time.Time) ([]kafka.Message, error) {
+	msgs, _, err := appendMessages(nil, nil, events, customer, now)
+	return msgs, err
+}
+
+// appendMessages is encode appending the messages to msgs and their values to values,
+// both reused from an earlier request.
+func appendMessages(msgs []kafka.Message, values []byte, events []inEvent, customer string, now time.Time) ([]kafka.Message, []byte, error) {
 	key := throttle.Key(customer) // shared by every message: kafka-go does not modify keys
 	at := now.UTC()
-	// One buffer holds every value of the request: one allocation instead of one per
-	// event. It must not be the body's buffer, which the next request reuses.
+	// One buffer holds every value of the request: one allocation at most instead of one
+	// per event. It must not be the body's buffer, which the next request reuses.
 	size := 0
 	for i := range events {
 		size += len(events[i].ID) + len(customer) + len(events[i].Payload) + 96
 	}
-	buf := make([]byte, 0, size)
-	msgs := make([]kafka.Message, len(events))
+	buf := slices.Grow(values[:0], size)
 	for i := range events {
 		e := event.Event{ID: events[i].ID, Customer: customer, Payload: events[i].Payload, IngestedAt: at}
 		start := len(buf)
 		var err error
 		if buf, err = event.Append(buf, &e); err != nil { // the parser checked the payload
-			return nil, err
+			return msgs, buf, err
 		}
-		msgs[i] = kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)]}
+		msgs = append(msgs, kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)]})
 	}
-	return msgs, nil
+	return msgs, buf, nil
 }
 
 // notWritten reports whether a sink error means no event of the request was written, so

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +53,14 @@ type inEvent struct {
 
 // decoders reuse jsontext decoders (and their state) between requests: parsing is the
 // largest cost of a request after the network.
-var decoders = sync.Pool{New: func() any { return new(jsontext.Decoder) }}
+var decoders = sync.Pool{New: func() any { return new(decoder) }}
+
+// decoder is a pooled jsontext decoder and the buffer through which it reads a body in
+// place.
+type decoder struct {
+	dec jsontext.Decoder
+	src bytes.Buffer
+}
 
 // noBody is what a pooled decoder reads between requests, so that the pool does not
 // keep the last body alive.
@@ -76,6 +84,12 @@ func (noBody) Read([]byte) (int, error) { return 0, io.EOF }
 // invalid customer, mixed customers, an invalid id → 400; another customer than the
 // key's → 403.
 func parseEvents(body []byte, keyCustomer string) ([]inEvent, *apiError) {
+	return appendEvents(nil, body, keyCustomer)
+}
+
+// appendEvents is parseEvents appending to dst, so that a request can reuse the room of
+// an earlier one's events.
+func appendEvents(dst []inEvent, body []byte, keyCustomer string) ([]inEvent, *apiError) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 {
 		return nil, badRequest("", "body is empty: want an event object or an array of events")
@@ -85,15 +99,17 @@ func parseEvents(body []byte, keyCustomer string) ([]inEvent, *apiError) {
 	if !utf8.Valid(trimmed) {
 		return nil, badRequest("", "body is not valid UTF-8")
 	}
-	dec := decoders.Get().(*jsontext.Decoder)
+	d := decoders.Get().(*decoder)
 	// A bytes.Buffer is parsed in place, not copied. Duplicate names are this parser's
 	// to refuse in an event; inside a payload they are the client's business, as they
 	// always were.
-	dec.Reset(bytes.NewBuffer(trimmed), jsontext.AllowDuplicateNames(true))
-	p := eventParser{dec: dec, body: trimmed, lead: len(body) - len(trimmed), key: keyCustomer}
+	d.src = *bytes.NewBuffer(trimmed)
+	d.dec.Reset(&d.src, jsontext.AllowDuplicateNames(true))
+	p := eventParser{dec: &d.dec, body: trimmed, lead: len(body) - len(trimmed), key: keyCustomer, events: dst[:0]}
 	events, aerr := p.parse()
-	dec.Reset(noBody{})
-	decoders.Put(dec)
+	d.dec.Reset(noBody{})
+	d.src = bytes.Buffer{}
+	decoders.Put(d)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -102,30 +118,31 @@ func parseEvents(body []byte, keyCustomer string) ([]inEvent, *apiError) {
 
 // eventParser reads one request body's events from dec, which reads body.
 type eventParser struct {
-	dec   *jsontext.Decoder
-	body  []byte // the request body from its first non-space byte
-	lead  int    // the spaces before it, for byte offsets in errors
-	key   string
-	array bool   // the body is an array: errors name fields "[i].field"
-	first string // the first event's customer, shared by the ones that repeat it
+	dec    *jsontext.Decoder
+	body   []byte // the request body from its first non-space byte
+	lead   int    // the spaces before it, for byte offsets in errors
+	key    string
+	array  bool      // the body is an array: errors name fields "[i].field"
+	first  string    // the first event's customer, shared by the ones that repeat it
+	events []inEvent // where parse appends
 }
 
 func (p *eventParser) parse() ([]inEvent, *apiError) {
-	var events []inEvent
+	events := p.events
 	switch k := p.dec.PeekKind(); k {
 	case '{':
 		e, aerr := p.event(-1)
 		if aerr != nil {
 			return nil, aerr
 		}
-		events = []inEvent{e}
+		events = append(events, e)
 	case '[':
 		if _, err := p.dec.ReadToken(); err != nil {
 			return nil, p.syntaxError(err)
 		}
 		p.array = true
 		// Room for every event up front; bounded, as payloads may say "customer" too.
-		events = make([]inEvent, 0, min(bytes.Count(p.body, []byte(`"customer"`))+1, 512))
+		events = slices.Grow(events, min(bytes.Count(p.body, []byte(`"customer"`))+1, 512))
 		for i := 0; p.dec.PeekKind() != ']'; i++ {
 			if k := p.dec.PeekKind(); k != '{' {
 				if k == 0 {

@@ -3,7 +3,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -58,7 +57,7 @@ type Server struct {
 	sink     Sink
 	metrics  *metrics.Metrics
 	draining atomic.Bool
-	bufs     sync.Pool
+	scratch  sync.Pool // of *scratch
 }
 
 // New returns a server. fleet may be nil (a fleet of one); m may be nil (metrics kept
@@ -75,7 +74,7 @@ func New(cfg Config, table Table, enforcer *limit.Enforcer, fleet limit.Fleet, o
 	}
 	return &Server{
 		cfg: cfg, keys: newKeyring(cfg.Keys), table: table, enforcer: enforcer, fleet: fleet, sink: out, metrics: m,
-		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		scratch: sync.Pool{New: func() any { return new(scratch) }},
 	}
 }
 

@@ -98,9 +98,14 @@ func (f *fakeFleet) Size() (int, bool) {
 
 // recorder is a Kafka writer that keeps what it is given; while blocked it holds every
 // write, like a broker that does not answer.
+//
+// Like kafka.Writer, it copies what it writes and keeps no reference to msgs once it has
+// returned nil; a call that fails keeps them (held), as kafka-go's batch may still hold
+// a message its caller stopped waiting for.
 type recorder struct {
 	mu      sync.Mutex
 	msgs    []kafka.Message
+	held    []kafka.Message
 	blocked chan struct{} // nil: answer at once
 }
 
@@ -112,12 +117,18 @@ func (r *recorder) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 		select {
 		case <-b:
 		case <-ctx.Done():
+			r.mu.Lock()
+			r.held = append(r.held, msgs...)
+			r.mu.Unlock()
 			return ctx.Err()
 		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, msgs...)
+	for _, m := range msgs {
+		m.Key, m.Value = bytes.Clone(m.Key), bytes.Clone(m.Value)
+		r.msgs = append(r.msgs, m)
+	}
 	return nil
 }
 
@@ -769,6 +780,44 @@ func TestMessagesKeepNoReferenceToTheBodyBuffer(t *testing.T) {
 	}
 	if evs[0].Customer != "acme" || evs[0].ID != "i" {
 		t.Fatalf("customer and id must be copies: %+v", evs[0])
+	}
+}
+
+// Requests reuse their memory, messages included, but never the messages of a write that
+// failed: the Kafka writer may still send those, and must send what the client sent.
+func TestAFailedWriteKeepsItsMessages(t *testing.T) {
+	e := newEnv(t, options{ready: true, timeout: 100 * time.Millisecond})
+	e.kafka.blocked = make(chan struct{})
+	// Longer than the requests after it, so that their values would fit in its buffer.
+	pad := strings.Repeat("a", 64)
+	if r := e.post(`[{"customer":"acme","id":"a-0","payload":"` + pad + `"},{"customer":"acme","id":"a-1","payload":"` + pad + `"}]`); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("write that timed out: status %d, want 503", r.status)
+	}
+	e.kafka.mu.Lock()
+	close(e.kafka.blocked)
+	e.kafka.blocked = nil
+	held := e.kafka.held
+	want := make([]string, len(held))
+	for i, m := range held {
+		want[i] = string(m.Value)
+	}
+	e.kafka.mu.Unlock()
+	if len(held) == 0 {
+		t.Fatal("the writer holds no message of the failed write")
+	}
+	for i := range 50 {
+		body := fmt.Sprintf(`[{"customer":"acme","id":"b-%d-0","payload":"%d"},{"customer":"acme","id":"b-%d-1","payload":"%d"}]`, i, i, i, i)
+		if r := e.post(body); r.status != http.StatusAccepted {
+			t.Fatalf("request %d: status %d, want 202", i, r.status)
+		}
+	}
+	for i, m := range held {
+		if string(m.Value) != want[i] {
+			t.Fatalf("message %d of the failed write changed after it: %s, want %s", i, m.Value, want[i])
+		}
+	}
+	if got := len(e.kafka.written()); got != 100 {
+		t.Fatalf("%d messages written, want 100", got)
 	}
 }
 
