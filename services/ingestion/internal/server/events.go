@@ -144,9 +144,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		return tooLarge()
 	}
-	if n := r.ContentLength; n >= 0 {
+	if n := r.ContentLength; n >= 0 && n <= smallBody {
 		// net/http stops the body at its Content-Length: read it in one go, without the
-		// MaxBytesReader a body of unknown length needs.
+		// MaxBytesReader a body of unknown length needs. Only for small bodies: room is
+		// made before the bytes arrive, and a client must not make this replica hold a
+		// large buffer for a body it only announced.
 		buf.Grow(int(n))
 		b := buf.AvailableBuffer()[:n]
 		if _, err := io.ReadFull(r.Body, b); err != nil {
@@ -166,6 +168,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 	return nil
 }
 
+// smallBody is the largest body read in one go, and the largest buffer kept for reuse.
+const smallBody = 64 << 10
+
 // scratch is the memory a request of events works in, reused by later requests: at
 // tens of thousands of requests a second, allocating it anew is most of the garbage the
 // service makes.
@@ -180,7 +185,7 @@ type scratch struct {
 // keep, and without the messages and values if the sink failed to write them
 // (unsettled): the Kafka writer may still hold them in a batch.
 func (s *Server) putScratch(sc *scratch, unsettled bool) {
-	if sc.body.Cap() > 64<<10 {
+	if sc.body.Cap() > smallBody {
 		sc.body = bytes.Buffer{}
 	}
 	sc.body.Reset()
