@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
@@ -301,6 +303,58 @@ func TestServiceEnforcesThrottlesAndWritesEvents(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// Each request writes its own events, and kafka.Writer gathers concurrent requests into
+// one produce request per partition: many concurrent requests must cost few produce
+// requests, and none of them may wait for another's batch to be written first.
+func TestConcurrentRequestsShareProduceRequests(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	s.CreateTopic(t, throttleTopic, 3)
+	cfg := testConfig(t, s, "replica-a")
+	cfg.BatchTimeout = 20 * time.Millisecond // requests arriving meanwhile share a batch
+	svc := startService(t, cfg)
+	svc.waitReady(t)
+	if r := svc.post(t, `{"customer":"warm-up"}`); r.status != http.StatusAccepted {
+		t.Fatalf("first event: %d %s", r.status, r.body)
+	}
+
+	var produces atomic.Int64 // produce requests carrying events
+	s.Cluster().ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		s.Cluster().KeepControl()
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == cfg.EventsTopic {
+				produces.Add(1)
+				break
+			}
+		}
+		return nil, nil, false // the broker handles it as usual
+	})
+	const requests = 200
+	var wg sync.WaitGroup
+	for i := range requests {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"customer":"c%d","id":"e%d"}`, i%10, i)
+			resp, err := http.Post(svc.url+"/v1/events", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Errorf("request %d: status %d, want 202", i, resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	n := produces.Load()
+	t.Logf("%d concurrent requests written in %d produce requests", requests, n)
+	if n == 0 || n > requests/4 {
+		t.Fatalf("%d produce requests for %d concurrent requests, want between 1 and %d", n, requests, requests/4)
+	}
+	if got := len(idsOf(t, readEvents(t, s, cfg.EventsTopic))); got != requests+1 {
+		t.Fatalf("%d distinct events on the topic, want %d", got, requests+1)
 	}
 }
 
