@@ -168,7 +168,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 	return nil
 }
 
-// smallBody is the largest body read in one go, and the largest buffer kept for reuse.
+// smallBody is the largest body read in one go, and the largest buffer kept for reuse:
+// a pooled scratch then holds a few hundred KiB at most.
 const smallBody = 64 << 10
 
 // scratch is the memory a request of events works in, reused by later requests: at
@@ -193,7 +194,7 @@ func (s *Server) putScratch(sc *scratch, unsettled bool) {
 	if cap(sc.events) > 1024 {
 		sc.events = nil
 	}
-	if unsettled || cap(sc.msgs) > 1024 || cap(sc.values) > 256<<10 {
+	if unsettled || cap(sc.msgs) > 512 || cap(sc.values) > smallBody {
 		sc.msgs, sc.values = nil, nil
 	}
 	clear(sc.msgs[:cap(sc.msgs)])
