@@ -51,7 +51,9 @@ var (
 )
 
 // Writer is what the sink writes with: a *kafka.Writer with Async false. Concurrent
-// calls must be safe.
+// calls must be safe. Once a call has returned nil, the writer holds no reference to the
+// messages (kafka.Writer has copied them into the produce request it sent), so callers
+// may reuse them; after an error it may still hold them in a batch.
 type Writer interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
@@ -118,7 +120,8 @@ func (s *Sink) Buffered() int64 { return s.buffered.Load() }
 // been written, unless the error also wraps ErrNotWritten).
 //
 // Write takes no context: a client that leaves does not stop the write, so what it was
-// sent is still written, as it would be had the client stayed for its answer.
+// sent is still written, as it would be had the client stayed for its answer. Once
+// Write has returned nil, msgs and the bytes they point to are the caller's again.
 func (s *Sink) Write(msgs []kafka.Message) error {
 	n := int64(len(msgs))
 	if n == 0 {
