@@ -207,15 +207,9 @@ func appendAccepted(b []byte, n int) []byte {
 	return append(b, "}\n"...)
 }
 
-// encode turns a request's events into Kafka messages keyed by customer, stamped with
-// one ingestion time.
-func encode(events []inEvent, customer string, now time.Time) ([]kafka.Message, error) {
-	msgs, _, err := appendMessages(nil, nil, events, customer, now)
-	return msgs, err
-}
-
-// appendMessages is encode appending the messages to msgs and their values to values,
-// both reused from an earlier request.
+// appendMessages turns a request's events into Kafka messages keyed by customer, stamped
+// with one ingestion time, appending them to msgs and their values to values (both
+// reused from an earlier request).
 func appendMessages(msgs []kafka.Message, values []byte, events []inEvent, customer string, now time.Time) ([]kafka.Message, []byte, error) {
 	key := throttle.Key(customer) // shared by every message: kafka-go does not modify keys
 	at := now.UTC()

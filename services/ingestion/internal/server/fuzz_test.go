@@ -35,7 +35,7 @@ func FuzzParseEvents(f *testing.F) {
 		if key != "" && throttle.ValidateCustomer(key) != nil {
 			key = "" // configured keys name valid customers
 		}
-		events, aerr := parseEvents(body, key)
+		events, aerr := appendEvents(nil, body, key)
 		if aerr != nil {
 			if events != nil {
 				t.Fatalf("error %v with %d events", aerr, len(events))
@@ -72,7 +72,7 @@ func FuzzParseEvents(f *testing.F) {
 				t.Fatalf("event %d: payload %q is not JSON", i, e.Payload)
 			}
 		}
-		if _, err := encode(events, c, t0); err != nil {
+		if _, _, err := appendMessages(nil, nil, events, c, t0); err != nil {
 			t.Fatalf("accepted events do not encode: %v", err)
 		}
 	})
@@ -94,7 +94,7 @@ func FuzzParseEventsAgainstEncodingJSON(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		events, aerr := parseEvents(body, "")
+		events, aerr := appendEvents(nil, body, "")
 		if aerr != nil {
 			return
 		}

@@ -68,8 +68,8 @@ type noBody struct{}
 
 func (noBody) Read([]byte) (int, error) { return 0, io.EOF }
 
-// parseEvents parses a request body: one event object, or an array of events of one
-// customer. keyCustomer is the customer the request's API key names, "" when API keys are
+// appendEvents parses a request body, appending its events to dst (a request reuses the
+// room of an earlier one's): one event object, or an array of events of one customer. keyCustomer is the customer the request's API key names, "" when API keys are
 // off; with a key, events may leave the customer out, and naming another one is
 // forbidden (403). The events' payloads point into body.
 //
@@ -83,12 +83,6 @@ func (noBody) Read([]byte) (int, error) { return 0, io.EOF }
 // Errors: malformed JSON, unknown or repeated fields, an empty array, a missing or
 // invalid customer, mixed customers, an invalid id → 400; another customer than the
 // key's → 403.
-func parseEvents(body []byte, keyCustomer string) ([]inEvent, *apiError) {
-	return appendEvents(nil, body, keyCustomer)
-}
-
-// appendEvents is parseEvents appending to dst, so that a request can reuse the room of
-// an earlier one's events.
 func appendEvents(dst []inEvent, body []byte, keyCustomer string) ([]inEvent, *apiError) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 {

@@ -763,11 +763,11 @@ func TestMetricsEndpoint(t *testing.T) {
 // Kafka must not: the buffer serves the next request once this one returns.
 func TestMessagesKeepNoReferenceToTheBodyBuffer(t *testing.T) {
 	body := []byte(`[{"customer":"acme","id":"i","payload":{"a":1}},{"customer":"acme","payload":[2]}]`)
-	evs, aerr := parseEvents(body, "")
+	evs, aerr := appendEvents(nil, body, "")
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
-	msgs, err := encode(evs, "acme", t0)
+	msgs, _, err := appendMessages(nil, nil, evs, "acme", t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -859,7 +859,7 @@ func TestParseErrorsNameTheirPlace(t *testing.T) {
 		{`[{"customer":"a","payload":{"x":1,"x":2}}]`, "", ""}, // payloads are opaque: accepted
 	}
 	for _, tt := range tests {
-		_, aerr := parseEvents([]byte(tt.body), "")
+		_, aerr := appendEvents(nil, []byte(tt.body), "")
 		if tt.msg == "" {
 			if aerr != nil {
 				t.Errorf("%s: %v, want accepted", tt.body, aerr)
