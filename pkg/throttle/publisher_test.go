@@ -237,7 +237,7 @@ func TestSweeperNeverLosesANewerThrottle(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			eventually(t, "T2 applied before the tombstone", func() bool { c, ok := tb.Lookup("acme"); return ok && c.ID == t2.ID })
+			eventually(t, "T2 applied before the tombstone", func() bool { c, ok := tb.Lookup("acme"); return ok && c.ID() == t2.ID })
 		})
 	}))
 	if err := p.Set(t.Context(), t1); err != nil {
@@ -256,7 +256,7 @@ func TestSweeperNeverLosesANewerThrottle(t *testing.T) {
 	}
 	fresh := f.run() // a replica rebuilding from offset zero after compaction
 	got, ok := fresh.Lookup("acme")
-	if !ok || got.ID != t2.ID {
+	if !ok || got.ID() != t2.ID {
 		t.Fatalf("rebuilt table: got %+v (found %v), want T2", got, ok)
 	}
 }
@@ -321,7 +321,7 @@ func TestSweeperRepairsAThrottleBehindAPoisonRecord(t *testing.T) {
 		t.Fatalf("after compaction acme's log is %d records, want T1 alone", len(l))
 	}
 	fresh := f.run() // a replica rebuilding from offset zero after compaction
-	if got, ok := fresh.Lookup("acme"); !ok || got.ID != t1.ID {
+	if got, ok := fresh.Lookup("acme"); !ok || got.ID() != t1.ID {
 		t.Fatalf("rebuilt table: got %+v (found %v), want T1", got, ok)
 	}
 }

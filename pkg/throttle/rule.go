@@ -3,11 +3,10 @@ package throttle
 import "time"
 
 // Rule is the part of a throttle that enforcing it needs: what Table.Lookup returns on
-// the hot path of every event. The table keeps rules inline in its maps, so a lookup
-// follows no pointer past the map slot; the rest of the record (when and why it was set,
-// by whom) sits behind one pointer that only Get and the views follow.
+// the hot path of every event. The table keeps the fields inline in its slots, so a
+// lookup reads one cache line; the rest of the record (its id, when and why it was set,
+// by whom) sits behind one pointer that Lookup does not follow.
 type Rule struct {
-	ID     string
 	Limit  int64
 	Window time.Duration
 	Mode   Mode
@@ -16,9 +15,11 @@ type Rule struct {
 	detail  *ruleDetail
 }
 
-// ruleDetail is the rest of a Record, which no enforcement decision reads.
+// ruleDetail is the rest of a Record.
 type ruleDetail struct {
-	createdAt int64 // unix nanos
+	id        string
+	customer  string // only for ids too long for a slot (see inlineKey)
+	createdAt int64  // unix nanos
 	reason    Reason
 	setBy     string
 }
@@ -26,10 +27,19 @@ type ruleDetail struct {
 // Rule returns the record's enforcement view, as a Table stores it.
 func (r Record) Rule() Rule {
 	return Rule{
-		ID: r.ID, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
+		Limit: r.Limit, Window: r.Window, Mode: r.Mode,
 		expires: r.ExpiresAt.UnixNano(),
-		detail:  &ruleDetail{createdAt: r.CreatedAt.UnixNano(), reason: r.Reason, setBy: r.SetBy},
+		detail:  &ruleDetail{id: r.ID, createdAt: r.CreatedAt.UnixNano(), reason: r.Reason, setBy: r.SetBy},
 	}
+}
+
+// ID is the throttle's id: a replacement of the customer's throttle has another. It
+// reads the rule's detail, one more load from memory than the other fields.
+func (r Rule) ID() string {
+	if r.detail == nil {
+		return ""
+	}
+	return r.detail.id
 }
 
 // ExpiresAt is when the throttle stops applying.
@@ -45,7 +55,7 @@ func (r Rule) Record(customer string) Record {
 		return Record{}
 	}
 	return Record{
-		ID: r.ID, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
+		ID: r.detail.id, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
 		CreatedAt: time.Unix(0, r.detail.createdAt).UTC(), ExpiresAt: r.ExpiresAt(),
 		Reason: r.detail.reason, SetBy: r.detail.setBy,
 	}

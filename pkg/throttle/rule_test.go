@@ -21,7 +21,7 @@ func TestRuleKeepsTheWholeRecord(t *testing.T) {
 	if got := rule.Record("acme"); !reflect.DeepEqual(got, r) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, r)
 	}
-	if rule.ID != r.ID || rule.Limit != 20 || rule.Window != time.Minute || rule.Mode != throttle.ModeShadow || !rule.ExpiresAt().Equal(r.ExpiresAt) {
+	if rule.ID() != r.ID || rule.Limit != 20 || rule.Window != time.Minute || rule.Mode != throttle.ModeShadow || !rule.ExpiresAt().Equal(r.ExpiresAt) {
 		t.Fatalf("rule %+v does not match %+v", rule, r)
 	}
 	if !rule.Active(r.ExpiresAt.Add(-time.Nanosecond)) || rule.Active(r.ExpiresAt) {

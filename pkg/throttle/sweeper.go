@@ -190,7 +190,7 @@ func (s *Sweeper) sweep(ctx context.Context) {
 	}
 
 	for _, r := range tombs {
-		if cur, ok := s.table.Lookup(r.Customer); ok && cur.ID != r.ID {
+		if cur, ok := s.table.Lookup(r.Customer); ok && cur.ID() != r.ID {
 			s.done(s.expired, r) // renewed: the newer throttle stays
 			continue
 		}

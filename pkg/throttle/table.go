@@ -116,11 +116,11 @@ const clockTick = 5 * time.Millisecond
 // It rebuilds itself by reading every partition from offset zero, is ready once it has
 // reached the end offsets the partitions had at start, and then follows new records.
 //
-// Lookup is lock-free and allocation-free: each of 256 shards publishes an immutable map
-// through an atomic pointer. Before the table is ready, writers fill plain maps and
-// Lookup sees nothing; at ready those maps are handed to readers as they are, and from
-// then on a write copies its one shard (throttles change rarely; lookups happen on every
-// event).
+// Lookup is lock-free and allocation-free: each of 256 shards publishes an immutable
+// slot table (see slot) through an atomic pointer. Before the table is ready, writers
+// fill their tables in place and Lookup sees nothing; at ready those tables are handed to
+// readers as they are, and from then on a write copies its one shard (throttles change
+// rarely; lookups happen on every event).
 type Table struct {
 	topic    string
 	codec    *Codec
@@ -149,22 +149,35 @@ type Table struct {
 
 var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch"}
 
-// A shard's maps hold Rules by value (Go keeps values of this size inline in the map's
-// slots), keyed by the customer string of the record.
+// A shard holds the throttles of the customers whose hash ends in its index.
 type shard struct {
-	mu        sync.Mutex                      // writers only
-	building  map[string]Rule                 // before ready: written in place, not visible
-	published atomic.Pointer[map[string]Rule] // after ready: immutable, copied on write
+	mu        sync.Mutex                // writers only
+	building  *slotTable                // before ready: written in place, not visible
+	published atomic.Pointer[slotTable] // after ready: immutable, copied on write
 }
 
-// current is the shard's map as its writers see it: the building one until the table
+// current is the shard's table as its writers see it: the building one until the table
 // is ready, the published one after. The caller holds mu.
-func (s *shard) current() map[string]Rule {
+func (s *shard) current() *slotTable {
 	if s.building != nil {
 		return s.building
 	}
-	return *s.published.Load()
+	return s.published.Load()
 }
+
+// update applies change to the shard's table: in place while building, else to a copy
+// that then replaces the published one. The caller holds mu.
+func (s *shard) update(change func(*slotTable) *slotTable) {
+	if s.building != nil {
+		s.building = change(s.building)
+		return
+	}
+	s.published.Store(change(s.published.Load().clone()))
+}
+
+// hashParts splits a customer's hash: the low byte picks the shard, bits 8-27 the
+// filter's bit, the high half the slot.
+func hashParts(h uint64) (shard uint64, slot uint32) { return h % shardCount, uint32(h >> 32) }
 
 // NewTable returns a table of the throttle topic. Run starts it.
 func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Table, error) {
@@ -177,7 +190,7 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 	}
 	t := &Table{topic: topic, codec: codec, cfg: o.tableConfig, log: o.log.With(zap.String("topic", topic)), seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].building = map[string]Rule{}
+		t.shards[i].building = newSlotTable(0)
 	}
 	t.now.Store(t.cfg.clock().UnixNano())
 	t.filter.Store(new(filter))
@@ -236,9 +249,9 @@ func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitRea
 
 // Lookup returns the rule of the customer's active throttle: what enforcing it needs. It
 // is the hot path of every event: it never blocks, never allocates, and follows no
-// pointer past the map slot (the key's bytes aside, to compare them). It returns
-// nothing until the table is ready. Expiry is observed
-// within a few milliseconds (the table's coarse clock).
+// pointer past its slot for customer ids of up to 25 bytes (inlineKey). It returns
+// nothing until the table is ready. Expiry is observed within a few milliseconds (the
+// table's coarse clock).
 func (t *Table) Lookup(customer string) (Rule, bool) {
 	h := maphash.String(t.seed, customer)
 	// Most customers are not throttled: a small bitmap that stays in cache answers
@@ -246,15 +259,16 @@ func (t *Table) Lookup(customer string) (Rule, bool) {
 	if !t.filter.Load().has(h) {
 		return Rule{}, false
 	}
-	m := t.shards[h%shardCount].published.Load()
-	if m == nil {
+	sh, sl := hashParts(h)
+	st := t.shards[sh].published.Load()
+	if st == nil {
 		return Rule{}, false
 	}
-	r, ok := (*m)[customer]
-	if !ok || t.now.Load() >= r.expires {
+	s := st.find(sl, customer)
+	if s == nil || t.now.Load() >= s.expires {
 		return Rule{}, false
 	}
-	return r, true
+	return s.rule(), true
 }
 
 // Get returns the customer's active throttle as a full record, for views and for
@@ -272,10 +286,10 @@ func (t *Table) Active() []Record {
 	now := t.cfg.clock()
 	var out []Record
 	for i := range t.shards {
-		if m := t.shards[i].published.Load(); m != nil {
-			for customer, r := range *m {
-				if r.Active(now) {
-					out = append(out, r.Record(customer))
+		if st := t.shards[i].published.Load(); st != nil {
+			for s := range st.all() {
+				if r := s.rule(); r.Active(now) {
+					out = append(out, r.Record(s.customer()))
 				}
 			}
 		}
@@ -311,9 +325,9 @@ func (t *Table) Stats() TableStats {
 	}
 	now := t.cfg.clock()
 	for i := range t.shards {
-		if m := t.shards[i].published.Load(); m != nil {
-			for _, e := range *m {
-				if e.Active(now) {
+		if st := t.shards[i].published.Load(); st != nil {
+			for sl := range st.all() {
+				if sl.rule().Active(now) {
 					s.Active++
 				}
 			}
@@ -323,10 +337,6 @@ func (t *Table) Stats() TableStats {
 		s.Poison[name] = t.poison[i].Load()
 	}
 	return s
-}
-
-func (t *Table) shardOf(customer string) uint64 {
-	return maphash.String(t.seed, customer) % shardCount
 }
 
 // filterBits is the size of the table's membership bitmap: 128 KiB, one bit per hash.
@@ -428,15 +438,15 @@ func (t *Table) skip(msg kafka.Message, reason string, err error, ch Change) {
 // held returns the customer's active throttle as the table holds it, also while it is
 // still rebuilding (when Get answers nothing).
 func (t *Table) held(customer string) (Record, bool) {
-	s := &t.shards[t.shardOf(customer)]
+	sh, sl := hashParts(maphash.String(t.seed, customer))
+	s := &t.shards[sh]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.current()
-	r, ok := m[customer]
-	if !ok || !r.Active(t.cfg.clock()) {
+	found := s.current().find(sl, customer)
+	if found == nil || !found.rule().Active(t.cfg.clock()) {
 		return Record{}, false
 	}
-	return r.Record(customer), true
+	return found.rule().Record(customer), true
 }
 
 func (t *Table) notify(c Change) {
@@ -482,50 +492,30 @@ func (t *Table) set(customer string, r Record) {
 	t.filter.Load().add(h)
 	t.filterMu.Unlock()
 	t.filterAdd.Add(1)
-	s := &t.shards[h%shardCount]
+	sh, sl := hashParts(h)
+	s := &t.shards[sh]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := r.Rule()
-	if s.building != nil {
-		s.building[customer] = e
-		return
-	}
-	old := *s.published.Load()
-	next := make(map[string]Rule, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[customer] = e
-	s.published.Store(&next)
+	s.update(func(st *slotTable) *slotTable { return st.put(sl, customer, r.Rule()) })
 }
 
 // del removes the customer's throttle. With expiresID set (an expiry tombstone), it
 // removes it only if it is that throttle; otherwise it keeps it and returns it as kept.
 func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
-	s := &t.shards[t.shardOf(customer)]
+	sh, sl := hashParts(maphash.String(t.seed, customer))
+	s := &t.shards[sh]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.current()
-	ce, ok := m[customer]
-	if !ok {
+	found := s.current().find(sl, customer)
+	if found == nil {
 		return nil, nil
 	}
-	rec := ce.Record(customer)
+	rec := found.rule().Record(customer)
 	cur := &rec
 	if expiresID != "" && cur.ID != expiresID {
 		return nil, cur
 	}
-	if s.building != nil {
-		delete(s.building, customer)
-		return cur, nil
-	}
-	next := make(map[string]Rule, len(m))
-	for k, v := range m {
-		if k != customer {
-			next[k] = v
-		}
-	}
-	s.published.Store(&next)
+	s.update(func(st *slotTable) *slotTable { st.remove(sl, customer); return st })
 	return cur, nil
 }
 
@@ -542,9 +532,8 @@ func (t *Table) rebuildFilter() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		m := s.current()
-		for k := range m {
-			f.add(maphash.String(t.seed, k))
+		for sl := range s.current().all() {
+			f.add(maphash.Bytes(t.seed, sl.keyBytes()))
 		}
 		s.mu.Unlock()
 	}
@@ -557,9 +546,8 @@ func (t *Table) publish() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		m := s.building
+		s.published.Store(s.building)
 		s.building = nil
-		s.published.Store(&m)
 		s.mu.Unlock()
 	}
 }
@@ -573,30 +561,21 @@ func (t *Table) sweep() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		var expired []Record
+		var hashes []uint32
 		s.mu.Lock()
-		if s.building != nil {
-			for k, e := range s.building {
-				if !e.Active(now) {
-					delete(s.building, k)
-					expired = append(expired, e.Record(k))
-				}
+		for sl := range s.current().all() {
+			if r := sl.rule(); !r.Active(now) {
+				expired = append(expired, r.Record(sl.customer()))
+				hashes = append(hashes, sl.hash)
 			}
-		} else {
-			m := *s.published.Load()
-			for k, e := range m {
-				if !e.Active(now) {
-					expired = append(expired, e.Record(k))
+		}
+		if len(expired) > 0 {
+			s.update(func(st *slotTable) *slotTable {
+				for i, r := range expired {
+					st.remove(hashes[i], r.Customer)
 				}
-			}
-			if len(expired) > 0 {
-				next := make(map[string]Rule, len(m))
-				for k, e := range m {
-					if e.Active(now) {
-						next[k] = e
-					}
-				}
-				s.published.Store(&next)
-			}
+				return st
+			})
 		}
 		s.mu.Unlock()
 		for _, r := range expired {

@@ -86,7 +86,7 @@ func (e *Enforcer) Decide(customer string, n int64, now time.Time) Decision {
 		alive, known = e.fleet.Size()
 	}
 	q := Quota{Q: Share(rec.Limit, alive, known), W: rec.Window}
-	d := Decision{Mode: rec.Mode, ThrottleID: rec.ID, Customer: customer, Quota: q, Limit: rec.Limit}
+	d := Decision{Mode: rec.Mode, ThrottleID: rec.ID(), Customer: customer, Quota: q, Limit: rec.Limit}
 	if q.Q <= 0 || q.W <= 0 {
 		// Limit 0 refuses everything until the throttle ends, so that is when to retry.
 		// A window that is not positive breaks Record.Validate and cannot reach the
@@ -94,7 +94,7 @@ func (e *Enforcer) Decide(customer string, n int64, now time.Time) Decision {
 		until := max(rec.ExpiresAt().Sub(now), 0)
 		d.Result = Result{Reset: until, RetryAfter: until}
 	} else {
-		d.Result = e.limiter.Take(customer, rec.ID, q, n, now)
+		d.Result = e.limiter.Take(customer, rec.ID(), q, n, now)
 	}
 	switch {
 	case d.Allowed:
