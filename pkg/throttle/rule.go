@@ -4,42 +4,43 @@ import "time"
 
 // Rule is the part of a throttle that enforcing it needs: what Table.Lookup returns on
 // the hot path of every event. The table keeps the fields inline in its slots, so a
-// lookup reads one cache line; the rest of the record (its id, when and why it was set,
-// by whom) sits behind one pointer that Lookup does not follow.
+// lookup reads one cache line; the rest of the record (its id, why it was set, by whom)
+// is one pointer further, which Lookup does not load.
 type Rule struct {
 	Limit  int64
 	Window time.Duration
 	Mode   Mode
 
 	expires int64 // ExpiresAt in unix nanos, compared with the table's coarse clock
-	detail  *ruleDetail
+	created int64 // CreatedAt in unix nanos
+	// detail points at the rule's entry in its table's array of details: Lookup takes
+	// the entry's address without reading it, so that a lookup reads only the slot.
+	detail **ruleDetail
 }
 
 // ruleDetail is the rest of a Record.
 type ruleDetail struct {
-	id        string
-	customer  string // only for ids too long for a slot (see inlineKey)
-	createdAt int64  // unix nanos
-	reason    Reason
-	setBy     string
+	id       string
+	customer string // only for ids too long for a slot (see inlineKey)
+	reason   Reason
+	setBy    string
 }
 
 // Rule returns the record's enforcement view, as a Table stores it.
 func (r Record) Rule() Rule {
 	return Rule{
 		Limit: r.Limit, Window: r.Window, Mode: r.Mode,
-		expires: r.ExpiresAt.UnixNano(),
-		detail:  &ruleDetail{id: r.ID, createdAt: r.CreatedAt.UnixNano(), reason: r.Reason, setBy: r.SetBy},
+		expires: r.ExpiresAt.UnixNano(), created: r.CreatedAt.UnixNano(),
+		detail: new(&ruleDetail{id: r.ID, reason: r.Reason, setBy: r.SetBy}),
 	}
 }
 
-// ID is the throttle's id: a replacement of the customer's throttle has another. It
-// reads the rule's detail, one more load from memory than the other fields.
+// ID is the throttle's id: a replacement of the customer's throttle has another.
 func (r Rule) ID() string {
 	if r.detail == nil {
 		return ""
 	}
-	return r.detail.id
+	return (*r.detail).id
 }
 
 // ExpiresAt is when the throttle stops applying.
@@ -54,9 +55,10 @@ func (r Rule) Record(customer string) Record {
 	if r.detail == nil {
 		return Record{}
 	}
+	d := *r.detail
 	return Record{
-		ID: r.detail.id, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
-		CreatedAt: time.Unix(0, r.detail.createdAt).UTC(), ExpiresAt: r.ExpiresAt(),
-		Reason: r.detail.reason, SetBy: r.detail.setBy,
+		ID: d.id, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
+		CreatedAt: time.Unix(0, r.created).UTC(), ExpiresAt: r.ExpiresAt(),
+		Reason: d.reason, SetBy: d.setBy,
 	}
 }

@@ -13,9 +13,11 @@ func TestSlotIsOneCacheLine(t *testing.T) {
 	if n := unsafe.Sizeof(slot{}); n != 64 {
 		t.Fatalf("slot is %d bytes, want 64 (one cache line)", n)
 	}
-	st := newSlotTable(100_000)
-	if a := uintptr(unsafe.Pointer(&st.slots[0])); a%64 != 0 {
-		t.Fatalf("slot array at %#x: not aligned to a cache line", a)
+	for n := 0; n < 200_000; n = n*9/8 + 1 {
+		st := newSlotTable(n)
+		if a := uintptr(unsafe.Pointer(&st.slots[0])); a%64 != 0 {
+			t.Fatalf("array of %d slots at %#x: not aligned to a cache line", len(st.slots), a)
+		}
 	}
 }
 
@@ -69,12 +71,12 @@ func TestSlotTableMatchesAMap(t *testing.T) {
 			}
 			if step%97 == 0 || hashes < 4 {
 				seen := 0
-				for s := range st.all() {
-					c := s.customer()
-					if s.limit != want[c] || s.rule().ID() != c {
-						t.Fatalf("%d hashes, step %d: slot of %q holds limit %d id %q, want %d", hashes, step, c, s.limit, s.rule().ID(), want[c])
+				for i := range st.all() {
+					c, r := st.customer(i), st.rule(i)
+					if r.Limit != want[c] || r.ID() != c {
+						t.Fatalf("%d hashes, step %d: slot of %q holds limit %d id %q, want %d", hashes, step, c, r.Limit, r.ID(), want[c])
 					}
-					if st.find(hashOf(c), c) != s {
+					if st.find(hashOf(c), c) != i {
 						t.Fatalf("%d hashes, step %d: find(%q) does not reach its slot", hashes, step, c)
 					}
 					seen++
@@ -82,7 +84,7 @@ func TestSlotTableMatchesAMap(t *testing.T) {
 				if seen != len(want) {
 					t.Fatalf("%d hashes, step %d: %d slots in use, want %d", hashes, step, seen, len(want))
 				}
-				if c := name(); (st.find(hashOf(c), c) != nil) != hasKey(want, c) {
+				if c := name(); (st.find(hashOf(c), c) >= 0) != hasKey(want, c) {
 					t.Fatalf("%d hashes, step %d: find(%q) disagrees with the map", hashes, step, c)
 				}
 			}

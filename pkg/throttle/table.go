@@ -264,11 +264,11 @@ func (t *Table) Lookup(customer string) (Rule, bool) {
 	if st == nil {
 		return Rule{}, false
 	}
-	s := st.find(sl, customer)
-	if s == nil || t.now.Load() >= s.expires {
+	i := st.find(sl, customer)
+	if i < 0 || t.now.Load() >= st.slots[i].expires {
 		return Rule{}, false
 	}
-	return s.rule(), true
+	return st.rule(i), true
 }
 
 // Get returns the customer's active throttle as a full record, for views and for
@@ -287,9 +287,9 @@ func (t *Table) Active() []Record {
 	var out []Record
 	for i := range t.shards {
 		if st := t.shards[i].published.Load(); st != nil {
-			for s := range st.all() {
-				if r := s.rule(); r.Active(now) {
-					out = append(out, r.Record(s.customer()))
+			for i := range st.all() {
+				if r := st.rule(i); r.Active(now) {
+					out = append(out, r.Record(st.customer(i)))
 				}
 			}
 		}
@@ -326,8 +326,8 @@ func (t *Table) Stats() TableStats {
 	now := t.cfg.clock()
 	for i := range t.shards {
 		if st := t.shards[i].published.Load(); st != nil {
-			for sl := range st.all() {
-				if sl.rule().Active(now) {
+			for i := range st.all() {
+				if st.rule(i).Active(now) {
 					s.Active++
 				}
 			}
@@ -442,11 +442,12 @@ func (t *Table) held(customer string) (Record, bool) {
 	s := &t.shards[sh]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	found := s.current().find(sl, customer)
-	if found == nil || !found.rule().Active(t.cfg.clock()) {
+	st := s.current()
+	i := st.find(sl, customer)
+	if i < 0 || !st.rule(i).Active(t.cfg.clock()) {
 		return Record{}, false
 	}
-	return found.rule().Record(customer), true
+	return st.rule(i).Record(customer), true
 }
 
 func (t *Table) notify(c Change) {
@@ -506,11 +507,12 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 	s := &t.shards[sh]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	found := s.current().find(sl, customer)
-	if found == nil {
+	st := s.current()
+	i := st.find(sl, customer)
+	if i < 0 {
 		return nil, nil
 	}
-	rec := found.rule().Record(customer)
+	rec := st.rule(i).Record(customer)
 	cur := &rec
 	if expiresID != "" && cur.ID != expiresID {
 		return nil, cur
@@ -532,8 +534,9 @@ func (t *Table) rebuildFilter() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for sl := range s.current().all() {
-			f.add(maphash.Bytes(t.seed, sl.keyBytes()))
+		st := s.current()
+		for i := range st.all() {
+			f.add(maphash.Bytes(t.seed, st.keyBytes(i)))
 		}
 		s.mu.Unlock()
 	}
@@ -563,10 +566,11 @@ func (t *Table) sweep() {
 		var expired []Record
 		var hashes []uint32
 		s.mu.Lock()
-		for sl := range s.current().all() {
-			if r := sl.rule(); !r.Active(now) {
-				expired = append(expired, r.Record(sl.customer()))
-				hashes = append(hashes, sl.hash)
+		st := s.current()
+		for i := range st.all() {
+			if r := st.rule(i); !r.Active(now) {
+				expired = append(expired, r.Record(st.customer(i)))
+				hashes = append(hashes, st.slots[i].hash)
 			}
 		}
 		if len(expired) > 0 {
