@@ -26,13 +26,20 @@ type ruleDetail struct {
 	setBy    string
 }
 
-// Rule returns the record's enforcement view, as a Table stores it.
+// Rule returns the record's enforcement view, as a Table's Lookup returns it.
 func (r Record) Rule() Rule {
-	return Rule{
+	rule, d := r.split()
+	rule.detail = &d
+	return rule
+}
+
+// split returns the record's rule, with no detail, and its detail.
+func (r Record) split() (Rule, *ruleDetail) {
+	rule := Rule{
 		Limit: r.Limit, Window: r.Window, Mode: r.Mode,
 		expires: r.ExpiresAt.UnixNano(), created: r.CreatedAt.UnixNano(),
-		detail: new(&ruleDetail{id: r.ID, reason: r.Reason, setBy: r.SetBy}),
 	}
+	return rule, &ruleDetail{id: r.ID, reason: r.Reason, setBy: r.SetBy}
 }
 
 // ID is the throttle's id: a replacement of the customer's throttle has another.

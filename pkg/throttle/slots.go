@@ -119,12 +119,11 @@ func (t *slotTable) all() iter.Seq[int] {
 	}
 }
 
-// fill makes slot i the customer's, with rule r, whose detail it takes over: a long id
-// is kept there.
-func (t *slotTable) fill(i int, hash uint32, customer string, r Rule) {
+// fill makes slot i the customer's, with rule r and its detail d, which it takes over:
+// a long id is kept there.
+func (t *slotTable) fill(i int, hash uint32, customer string, r Rule, d *ruleDetail) {
 	s := &t.slots[i]
 	*s = slot{hash: hash, used: true, mode: r.Mode, limit: r.Limit, window: r.Window, expires: r.expires, created: r.created}
-	d := *r.detail
 	if len(customer) <= inlineKey {
 		s.keyLen = uint8(copy(s.key[:], customer))
 		d.customer = ""
@@ -137,9 +136,9 @@ func (t *slotTable) fill(i int, hash uint32, customer string, r Rule) {
 
 // put sets the customer's rule in place and returns the table, or a larger copy when
 // t had no room for another throttle.
-func (t *slotTable) put(hash uint32, customer string, r Rule) *slotTable {
+func (t *slotTable) put(hash uint32, customer string, r Rule, d *ruleDetail) *slotTable {
 	if i := t.find(hash, customer); i >= 0 {
-		t.fill(i, hash, customer, r)
+		t.fill(i, hash, customer, r, d)
 		return t
 	}
 	if 4*(t.count+1) > 3*len(t.slots) {
@@ -149,7 +148,7 @@ func (t *slotTable) put(hash uint32, customer string, r Rule) *slotTable {
 	for t.slots[i].used {
 		i = t.next(i)
 	}
-	t.fill(i, hash, customer, r)
+	t.fill(i, hash, customer, r, d)
 	t.count++
 	return t
 }

@@ -57,7 +57,8 @@ func TestSlotTableMatchesAMap(t *testing.T) {
 				delete(want, c)
 			} else {
 				limit := rng.Int64N(1000)
-				st = st.put(hashOf(c), c, Record{ID: c, Limit: limit}.Rule())
+				r, d := Record{ID: c, Limit: limit}.split()
+				st = st.put(hashOf(c), c, r, d)
 				want[c] = limit
 			}
 			if rng.IntN(50) == 0 {

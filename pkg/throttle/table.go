@@ -497,7 +497,8 @@ func (t *Table) set(customer string, r Record) {
 	s := &t.shards[sh]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.update(func(st *slotTable) *slotTable { return st.put(sl, customer, r.Rule()) })
+	rule, d := r.split()
+	s.update(func(st *slotTable) *slotTable { return st.put(sl, customer, rule, d) })
 }
 
 // del removes the customer's throttle. With expiresID set (an expiry tombstone), it
