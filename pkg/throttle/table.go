@@ -255,7 +255,7 @@ func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitRea
 func (t *Table) Lookup(customer string) (Rule, bool) {
 	h := maphash.String(t.seed, customer)
 	// Most customers are not throttled: a small bitmap that stays in cache answers
-	// most misses without touching the maps.
+	// most misses without touching the tables.
 	if !t.filter.Load().has(h) {
 		return Rule{}, false
 	}
@@ -344,7 +344,7 @@ const filterBits = 1 << 20
 
 // filter is a one-hash Bloom filter over the customers that have (or had) a throttle.
 // Bits are only ever set, so a lookup never misses a throttle; stale bits of removed
-// throttles cost a map lookup and are dropped when the sweep rebuilds the filter.
+// throttles cost a table probe and are dropped when the sweep rebuilds the filter.
 type filter [filterBits / 64]atomic.Uint64
 
 func filterBit(h uint64) uint64 { return (h >> 8) % filterBits } // low bits pick the shard
@@ -544,7 +544,7 @@ func (t *Table) rebuildFilter() {
 	t.filter.Store(f)
 }
 
-// publish hands the maps built while rebuilding to readers. It runs once, when the
+// publish hands the tables built while rebuilding to readers. It runs once, when the
 // Follower first catches up.
 func (t *Table) publish() {
 	for i := range t.shards {
