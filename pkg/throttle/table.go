@@ -179,6 +179,12 @@ func (s *shard) update(change func(*slotTable) *slotTable) {
 // filter's bit, the high half the slot.
 func hashParts(h uint64) (shard uint64, slot uint32) { return h % shardCount, uint32(h >> 32) }
 
+// shardOf returns the customer's shard and the part of its hash that picks the slot.
+func (t *Table) shardOf(customer string) (*shard, uint32) {
+	sh, sl := hashParts(maphash.String(t.seed, customer))
+	return &t.shards[sh], sl
+}
+
 // NewTable returns a table of the throttle topic. Run starts it.
 func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Table, error) {
 	if codec == nil {
@@ -438,8 +444,7 @@ func (t *Table) skip(msg kafka.Message, reason string, err error, ch Change) {
 // held returns the customer's active throttle as the table holds it, also while it is
 // still rebuilding (when Get answers nothing).
 func (t *Table) held(customer string) (Record, bool) {
-	sh, sl := hashParts(maphash.String(t.seed, customer))
-	s := &t.shards[sh]
+	s, sl := t.shardOf(customer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.current()
@@ -504,8 +509,7 @@ func (t *Table) set(customer string, r Record) {
 // del removes the customer's throttle. With expiresID set (an expiry tombstone), it
 // removes it only if it is that throttle; otherwise it keeps it and returns it as kept.
 func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
-	sh, sl := hashParts(maphash.String(t.seed, customer))
-	s := &t.shards[sh]
+	s, sl := t.shardOf(customer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.current()
