@@ -42,26 +42,61 @@ func Encode(e *Event) ([]byte, error) {
 // payload is copied as it is, so the caller must know it is JSON (ingestion's parser
 // has just read it); Encode checks it first. It fails only on text that is not UTF-8.
 func Append(dst []byte, e *Event) ([]byte, error) {
-	var err error
+	s, err := NewStamp(e.Customer, e.IngestedAt)
+	if err != nil {
+		return nil, err
+	}
+	return appendEvent(dst, &s, e.ID, e.Payload)
+}
+
+// Stamp is what the events of one ingestion request share, encoded once for all of
+// them: the customer, quoted, and the ingestion time, formatted. Appending each event
+// is then mostly copying, where Append would quote and format again for every event
+// (at 100 events a request, a third of the time it takes to encode them).
+type Stamp struct {
+	customer []byte // "customer":"<customer>"
+	at       []byte // ,"ingested_at":"<time>"}
+}
+
+// NewStamp encodes customer and at for the events that share them. It fails only on a
+// customer that is not UTF-8.
+func NewStamp(customer string, at time.Time) (Stamp, error) {
+	b := make([]byte, 0, len(customer)+64)
+	b = append(b, `"customer":`...)
+	b, err := jsontext.AppendQuote(b, customer)
+	if err != nil {
+		return Stamp{}, fmt.Errorf("%w: customer: %w", ErrMalformed, err)
+	}
+	split := len(b)
+	b = append(b, `,"ingested_at":"`...)
+	b = at.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"', '}')
+	return Stamp{customer: b[:split:split], at: b[split:]}, nil
+}
+
+// Append appends the JSON value of the event with s's customer and time, and id and
+// payload (each left out when empty), as Append would for the same Event. The payload
+// must be JSON. It fails only on an id that is not UTF-8.
+func (s *Stamp) Append(dst, id, payload []byte) ([]byte, error) {
+	return appendEvent(dst, s, id, payload)
+}
+
+func appendEvent[ID ~string | ~[]byte](dst []byte, s *Stamp, id ID, payload []byte) ([]byte, error) {
 	dst = append(dst, '{')
-	if e.ID != "" {
+	if len(id) > 0 {
 		dst = append(dst, `"id":`...)
-		if dst, err = jsontext.AppendQuote(dst, e.ID); err != nil {
+		var err error
+		if dst, err = jsontext.AppendQuote(dst, id); err != nil {
 			return nil, fmt.Errorf("%w: id: %w", ErrMalformed, err)
 		}
 		dst = append(dst, ',')
 	}
-	dst = append(dst, `"customer":`...)
-	if dst, err = jsontext.AppendQuote(dst, e.Customer); err != nil {
-		return nil, fmt.Errorf("%w: customer: %w", ErrMalformed, err)
-	}
-	if len(e.Payload) > 0 {
+	dst = append(dst, s.customer...)
+	if len(payload) > 0 {
 		dst = append(dst, `,"payload":`...)
-		dst = append(dst, e.Payload...)
+		dst = append(dst, payload...)
 	}
-	dst = append(dst, `,"ingested_at":"`...)
-	dst = e.IngestedAt.AppendFormat(dst, time.RFC3339Nano)
-	return append(dst, '"', '}'), nil
+	return append(dst, s.at...), nil
 }
 
 // Decode parses and checks one value of the events topic.

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -75,6 +76,14 @@ func FuzzAppendMatchesEncodingJSON(f *testing.F) {
 			return
 		case err != nil:
 			t.Fatalf("Encode: %v", err)
+		}
+		// A Stamp, as ingestion encodes a request's events, writes the very same bytes.
+		s, err := NewStamp(customer, in.IngestedAt)
+		if err != nil {
+			t.Fatalf("NewStamp: %v", err)
+		}
+		if viaStamp, err := s.Append(nil, []byte(id), payload); err != nil || !bytes.Equal(viaStamp, got) {
+			t.Fatalf("Stamp.Append: %s (%v)\nAppend: %s", viaStamp, err, got)
 		}
 		want, err := json.Marshal(&in)
 		if err != nil {

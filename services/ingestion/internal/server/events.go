@@ -86,9 +86,9 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 
 	msgs, values, err := appendMessages(sc.msgs, sc.values, events, customer, now)
 	sc.msgs, sc.values = msgs[:0], values[:0]
-	if err != nil { // only a payload json.Marshal cannot re-encode; the parser checked it
+	if err != nil { // only text that is not UTF-8, which the parser has refused already
 		s.enforcer.Refund(d, int64(n))
-		writeJSON(w, http.StatusBadRequest, &apiError{Message: err.Error(), Field: "payload"})
+		writeJSON(w, http.StatusBadRequest, &apiError{Message: err.Error()})
 		return
 	}
 	unsettled = true
@@ -212,7 +212,10 @@ func appendAccepted(b []byte, n int) []byte {
 // reused from an earlier request).
 func appendMessages(msgs []kafka.Message, values []byte, events []inEvent, customer string, now time.Time) ([]kafka.Message, []byte, error) {
 	key := throttle.Key(customer) // shared by every message: kafka-go does not modify keys
-	at := now.UTC()
+	stamp, err := event.NewStamp(customer, now.UTC())
+	if err != nil { // the parser checked the customer
+		return msgs, values, err
+	}
 	// One buffer holds every value of the request: one allocation at most instead of one
 	// per event. It must not be the body's buffer, which the next request reuses.
 	size := 0
@@ -221,10 +224,8 @@ func appendMessages(msgs []kafka.Message, values []byte, events []inEvent, custo
 	}
 	buf := slices.Grow(values[:0], size)
 	for i := range events {
-		e := event.Event{ID: events[i].ID, Customer: customer, Payload: events[i].Payload, IngestedAt: at}
 		start := len(buf)
-		var err error
-		if buf, err = event.Append(buf, &e); err != nil { // the parser checked the payload
+		if buf, err = stamp.Append(buf, events[i].ID, events[i].Payload); err != nil { // the parser checked both
 			return msgs, buf, err
 		}
 		msgs = append(msgs, kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)]})

@@ -110,7 +110,7 @@ func FuzzParseEventsAgainstEncodingJSON(f *testing.F) {
 			if string(w.Payload) == "null" {
 				w.Payload = nil
 			}
-			if g.Customer != w.Customer || g.ID != w.ID || string(g.Payload) != string(w.Payload) {
+			if g.Customer != w.Customer || string(g.ID) != string(w.ID) || string(g.Payload) != string(w.Payload) {
 				t.Fatalf("event %d: got %+v, encoding/json read %+v", i, g, w)
 			}
 		}
@@ -140,7 +140,7 @@ func referenceParse(body []byte) ([]inEvent, error) {
 	}
 	out := make([]inEvent, len(evs))
 	for i, e := range evs {
-		out[i] = inEvent{ID: e.ID, Customer: e.Customer, Payload: e.Payload}
+		out[i] = inEvent{ID: []byte(e.ID), Customer: e.Customer, Payload: e.Payload}
 	}
 	return out, nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,10 +43,11 @@ func badRequest(field, format string, args ...any) *apiError {
 // inEvent is one event as a client sends it. The ingestion time is ours to stamp, so a
 // client cannot send it (unknown fields are refused).
 type inEvent struct {
-	ID       string
+	// ID and Payload point into the request body (an escaped id into a copy), so they
+	// are valid only while the body is: no allocation per event.
+	ID       []byte
 	Customer string
-	// Payload is the event's JSON value exactly as sent (nil when absent or null). It
-	// points into the request body, so it is valid only while the body is.
+	// Payload is the event's JSON value exactly as sent (nil when absent or null).
 	Payload []byte
 }
 
@@ -135,10 +135,12 @@ func (p *eventParser) parse() ([]inEvent, *apiError) {
 			return nil, p.syntaxError(err)
 		}
 		p.array = true
-		// Room for every event up front; bounded, as payloads may say "customer" too.
-		events = slices.Grow(events, min(bytes.Count(p.body, []byte(`"customer"`))+1, 512))
-		for i := 0; p.dec.PeekKind() != ']'; i++ {
-			if k := p.dec.PeekKind(); k != '{' {
+		for i := 0; ; i++ {
+			k := p.dec.PeekKind()
+			if k == ']' {
+				break
+			}
+			if k != '{' {
 				if k == 0 {
 					_, err := p.dec.ReadToken()
 					return nil, p.syntaxError(err)
@@ -192,18 +194,19 @@ func (p *eventParser) event(i int) (inEvent, *apiError) {
 		if err != nil {
 			return e, p.syntaxError(err)
 		}
-		field, aerr := unquote(name)
+		n, field, aerr := fieldOf(name)
 		if aerr != nil {
 			return e, aerr
 		}
-		if n := fieldIndex(field); n >= 0 {
-			if seen[n] {
-				return e, badRequest(fieldName(i, string(field)), "field %q appears more than once", field)
-			}
-			seen[n] = true
+		if n < 0 {
+			return e, badRequest(fieldName(i, string(field)), "unknown field %q (events have id, customer and payload)", field)
 		}
-		switch string(field) {
-		case "customer":
+		if seen[n] {
+			return e, badRequest(fieldName(i, fields[n]), "field %q appears more than once", fields[n])
+		}
+		seen[n] = true
+		switch n {
+		case fieldCustomer:
 			c, aerr := p.text(i, "customer")
 			if aerr != nil {
 				return e, aerr
@@ -213,13 +216,13 @@ func (p *eventParser) event(i int) (inEvent, *apiError) {
 			} else {
 				e.Customer = string(c)
 			}
-		case "id":
+		case fieldID:
 			id, aerr := p.text(i, "id")
 			if aerr != nil {
 				return e, aerr
 			}
-			e.ID = string(id)
-		case "payload":
+			e.ID = id
+		case fieldPayload:
 			v, err := p.dec.ReadValue()
 			if err != nil {
 				return e, p.syntaxError(err)
@@ -228,8 +231,6 @@ func (p *eventParser) event(i int) (inEvent, *apiError) {
 				end := int(p.dec.InputOffset())
 				e.Payload = p.body[end-len(v) : end : end] // the bytes as sent, not a copy
 			}
-		default:
-			return e, badRequest(fieldName(i, string(field)), "unknown field %q (events have id, customer and payload)", field)
 		}
 	}
 	if _, err := p.dec.ReadToken(); err != nil { // '}'
@@ -238,32 +239,51 @@ func (p *eventParser) event(i int) (inEvent, *apiError) {
 	return e, nil
 }
 
-// fieldIndex numbers an event's fields, -1 for an unknown one.
-func fieldIndex(name []byte) int {
+// An event's fields, by number.
+const (
+	fieldCustomer = iota
+	fieldID
+	fieldPayload
+)
+
+var fields = [...]string{fieldCustomer: "customer", fieldID: "id", fieldPayload: "payload"}
+
+// fieldOf numbers the event field a JSON name (quotes included) names, -1 for an unknown
+// one, and returns the name unquoted. The names as clients write them are matched as
+// they are; only a name with escapes is unquoted first.
+func fieldOf(name jsontext.Value) (int, []byte, *apiError) {
 	switch string(name) {
-	case "customer":
-		return 0
-	case "id":
-		return 1
-	case "payload":
-		return 2
+	case `"customer"`:
+		return fieldCustomer, name[1 : len(name)-1], nil
+	case `"id"`:
+		return fieldID, name[1 : len(name)-1], nil
+	case `"payload"`:
+		return fieldPayload, name[1 : len(name)-1], nil
 	}
-	return -1
+	field, aerr := unquote(name)
+	if aerr != nil {
+		return -1, nil, aerr
+	}
+	for n, f := range fields {
+		if string(field) == f {
+			return n, field, nil
+		}
+	}
+	return -1, field, nil
 }
 
 // text reads the string field of the i-th event: its unescaped bytes; null reads as
 // absent, as it always has.
 func (p *eventParser) text(i int, field string) ([]byte, *apiError) {
-	switch k := p.dec.PeekKind(); k {
-	case '"':
-		v, err := p.dec.ReadValue()
-		if err != nil {
-			return nil, p.syntaxError(err)
-		}
-		return unquote(v)
-	case 'n', 0: // 0: malformed; ReadToken returns why
-		_, err := p.dec.ReadToken()
+	v, err := p.dec.ReadValue() // not peeked first: one step less per field
+	if err != nil {
 		return nil, p.syntaxError(err)
+	}
+	switch k := v.Kind(); k {
+	case '"':
+		return unquote(v)
+	case 'n':
+		return nil, nil
 	default:
 		return nil, badRequest(fieldName(i, field), "%s must not be a JSON %s", fieldName(i, field), kindName(k))
 	}
@@ -365,14 +385,23 @@ func kindName(k jsontext.Kind) string {
 	return k.String() // null, string, number
 }
 
-func checkID(id string) string {
+func checkID(id []byte) string {
 	if len(id) > MaxIDBytes {
 		return fmt.Sprintf("id is %d bytes, at most %d allowed", len(id), MaxIDBytes)
 	}
-	if !utf8.ValidString(id) {
+	for _, c := range id {
+		if c < 0x20 || c >= 0x7f { // not printable ASCII: the few ids that need a closer look
+			return checkIDRunes(id)
+		}
+	}
+	return ""
+}
+
+func checkIDRunes(id []byte) string {
+	if !utf8.Valid(id) {
 		return "id is not valid UTF-8"
 	}
-	for _, r := range id {
+	for _, r := range string(id) {
 		if unicode.IsControl(r) {
 			return fmt.Sprintf("id has control character %U", r)
 		}

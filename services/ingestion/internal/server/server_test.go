@@ -778,8 +778,10 @@ func TestMessagesKeepNoReferenceToTheBodyBuffer(t *testing.T) {
 			t.Fatalf("message %d changed with the buffer it was parsed from: %s", i, m.Value)
 		}
 	}
-	if evs[0].Customer != "acme" || evs[0].ID != "i" {
-		t.Fatalf("customer and id must be copies: %+v", evs[0])
+	// The customer outlives the request (the limiter keeps it as a key); the id, like
+	// the payload, is read only while the request is handled.
+	if evs[0].Customer != "acme" {
+		t.Fatalf("the customer must be a copy: %+v", evs[0])
 	}
 }
 
