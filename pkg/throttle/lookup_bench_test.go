@@ -167,3 +167,27 @@ func TestFilterNeverHidesAThrottle(t *testing.T) {
 		t.Fatal("Lookup(late) after an add: got absent, want found")
 	}
 }
+
+// BenchmarkMemoryLatency is the machine's side of BenchmarkLookup's hit/all figures: a
+// chain of dependent loads, one 64-byte line each, over arrays about as large as
+// 100,000 throttles' slots (9.6 MB) and smaller. Where the array no longer fits the
+// cache the VM leaves this process, each load waits for memory, and a Lookup of a key
+// not looked up lately cannot take less (consecutive lookups only overlap in the CPU).
+func BenchmarkMemoryLatency(b *testing.B) {
+	for _, mb := range []int{1, 2, 4, 8, 10} {
+		b.Run(strconv.Itoa(mb)+"MB", func(b *testing.B) {
+			lines := make([][8]int64, mb<<20/64)
+			order := rand.New(rand.NewPCG(1, 2)).Perm(len(lines))
+			for i, at := range order { // one cycle through every line, in random order
+				lines[at][0] = int64(order[(i+1)%len(order)])
+			}
+			next := int64(0)
+			for b.Loop() {
+				next = lines[next][0]
+			}
+			if next < 0 {
+				b.Fatal("unreachable: keeps the chain from being optimised away")
+			}
+		})
+	}
+}
