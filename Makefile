@@ -29,6 +29,8 @@ check-modules:
 ## bench: the benchmarks whose figures the issues ask for.
 bench:
 	cd pkg/throttle && $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	cd services/ingestion && $(GO) test -run '^$$' -bench 'BenchmarkIngest$$' -benchtime 2s -count=1 .
+	cd services/ingestion && $(GO) test -run '^$$' -bench 'BenchmarkIngest(Ratio|Latency)$$' -benchtime 1x -count=1 -v .
 
 ## fuzz: the decoder's fuzz target for FUZZTIME (default 1m).
 FUZZTIME ?= 1m

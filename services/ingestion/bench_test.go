@@ -216,76 +216,143 @@ func rawMessages(seq uint64, n int) []kafka.Message {
 	return msgs
 }
 
+// callers is how many concurrent callers each arm of BenchmarkIngest has; each cycles
+// through perCaller prepared inputs.
+const callers, perCaller = 64, 8
+
+// An arm is one way of getting events into the events topic: op sends caller c's i-th
+// request (or WriteMessages call) of a batch of events.
+type arm struct {
+	op    func(c, i int) error
+	close func()
+}
+
+// httpArm posts requests of batch events to the replica, one keep-alive connection per
+// caller. Requests are made before the clock starts, and each caller cycles through its
+// own: no arm's figure includes making its inputs, which would otherwise take a large
+// share of the same two cores.
+func (bs *benchStack) httpArm(b *testing.B, batch int) arm {
+	reqs := make([][]byte, callers*perCaller)
+	for i := range reqs {
+		reqs[i] = request(bs.body(uint64(i), batch))
+	}
+	conns := make([]*conn, callers)
+	for i := range conns {
+		conns[i] = bs.dial(b)
+	}
+	return arm{op: func(c, i int) error {
+		status, err := conns[c].do(reqs[c*perCaller+i%perCaller])
+		if err == nil && status != http.StatusAccepted {
+			err = fmt.Errorf("status %d, want %d", status, http.StatusAccepted)
+		}
+		return err
+	}, close: func() {}}
+}
+
+// rawArm writes the same messages straight to a kafka-go Writer with the replica's
+// settings.
+func (bs *benchStack) rawArm(batch int) arm {
+	w := eventsWriter(bs.stack.Kafka(), bs.cfg)
+	inputs := make([][]kafka.Message, callers*perCaller)
+	for i := range inputs {
+		inputs[i] = rawMessages(uint64(i), batch)
+	}
+	return arm{op: func(c, i int) error {
+		return w.WriteMessages(context.Background(), inputs[c*perCaller+i%perCaller]...)
+	}, close: func() { kafkaconn.Close(w) }}
+}
+
 // BenchmarkIngest measures events/s through ingestion's HTTP API into the events topic
 // on the in-process broker, beside a kafka-go Writer with the same settings (acks=all,
 // Murmur2, the same BatchTimeout) producing the same messages, from as many concurrent
 // callers. Each op is one request (or one WriteMessages call) of `batch` events.
+// BenchmarkIngestRatio runs the same arms in turns, for a ratio that noise moves less.
 func BenchmarkIngest(b *testing.B) {
 	bs := startBench(b)
-	// Requests and messages are made before the clock starts, and each caller cycles
-	// through its own: neither arm's figure includes making its inputs, which would
-	// otherwise take a large share of the same two cores.
-	const callers, perCaller = 64, 8
 	for _, batch := range []int{1, 10, 100} {
-		b.Run(fmt.Sprintf("http/batch=%d", batch), func(b *testing.B) {
-			reqs := make([][]byte, callers*perCaller)
-			for i := range reqs {
-				reqs[i] = request(bs.body(uint64(i), batch))
-			}
-			conns := make([]*conn, callers)
-			for i := range conns {
-				conns[i] = bs.dial(b)
-			}
-			var next, failed atomic.Int64
-			b.SetParallelism(callers / runtime.GOMAXPROCS(0))
-			bs.settle()
-			b.ResetTimer()
-			cpu := startCPU()
-			b.RunParallel(func(pb *testing.PB) {
-				me := (next.Add(1) - 1) % callers
-				c, mine := conns[me], reqs[me*perCaller:][:perCaller]
-				for i := 0; pb.Next(); i++ {
-					status, err := c.do(mine[i%perCaller])
-					if err != nil {
-						b.Error(err)
-						return
+		for _, a := range []struct {
+			name string
+			make func() arm
+		}{
+			{"http", func() arm { return bs.httpArm(b, batch) }},
+			{"kafka-go", func() arm { return bs.rawArm(batch) }},
+		} {
+			b.Run(fmt.Sprintf("%s/batch=%d", a.name, batch), func(b *testing.B) {
+				arm := a.make()
+				defer arm.close()
+				var next atomic.Int64
+				b.SetParallelism(callers / runtime.GOMAXPROCS(0))
+				bs.settle()
+				b.ResetTimer()
+				cpu := startCPU()
+				b.RunParallel(func(pb *testing.PB) {
+					me := int((next.Add(1) - 1) % callers)
+					for i := 0; pb.Next(); i++ {
+						if err := arm.op(me, i); err != nil {
+							b.Error(err)
+							return
+						}
 					}
-					if status != http.StatusAccepted {
-						failed.Add(1)
-					}
-				}
+				})
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+				cpu.report(b, b.N*batch)
 			})
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
-			cpu.report(b, b.N*batch)
-			if failed.Load() > 0 {
-				b.Fatalf("%d requests not accepted", failed.Load())
+		}
+	}
+}
+
+// BenchmarkIngestRatio is a harness, run once whatever b.N (use -benchtime=1x): for each
+// batch size, BenchmarkIngest's two arms take turns for ratioRounds pairs of one second
+// each, the first arm alternating, and it reports the median and lowest http/kafka-go
+// ratio of events/s over the pairs. On a shared machine the speed drifts from one second
+// to the next; arms measured seconds apart and in a fixed order (as BenchmarkIngest's
+// are) carry that drift into their ratio, and a single pair can land on a stall.
+func BenchmarkIngestRatio(b *testing.B) {
+	const ratioRounds, turn = 6, time.Second
+	bs := startBench(b)
+	for _, batch := range []int{1, 10, 100} {
+		h, r := bs.httpArm(b, batch), bs.rawArm(batch)
+		ratios := make([]float64, 0, ratioRounds)
+		for round := range ratioRounds {
+			var hr, rr float64
+			if round%2 == 0 {
+				hr, rr = bs.rate(b, h, batch, turn), bs.rate(b, r, batch, turn)
+			} else {
+				rr, hr = bs.rate(b, r, batch, turn), bs.rate(b, h, batch, turn)
 			}
-		})
-		b.Run(fmt.Sprintf("kafka-go/batch=%d", batch), func(b *testing.B) {
-			w := eventsWriter(bs.stack.Kafka(), bs.cfg) // the settings ingestion writes with
-			defer kafkaconn.Close(w)
-			inputs := make([][]kafka.Message, callers*perCaller)
-			for i := range inputs {
-				inputs[i] = rawMessages(uint64(i), batch)
-			}
-			var next atomic.Int64
-			b.SetParallelism(callers / runtime.GOMAXPROCS(0))
-			bs.settle()
-			b.ResetTimer()
-			cpu := startCPU()
-			b.RunParallel(func(pb *testing.PB) {
-				mine := inputs[(next.Add(1)-1)%callers*perCaller:][:perCaller]
-				for i := 0; pb.Next(); i++ {
-					if err := w.WriteMessages(context.Background(), mine[i%perCaller]...); err != nil {
-						b.Error(err)
-						return
-					}
+			ratios = append(ratios, hr/rr)
+			b.Logf("batch=%d pair %d: http %.0f events/s, kafka-go %.0f events/s: %.1f%%", batch, round+1, hr, rr, 100*hr/rr)
+		}
+		r.close()
+		slices.Sort(ratios)
+		median := (ratios[(ratioRounds-1)/2] + ratios[ratioRounds/2]) / 2
+		b.ReportMetric(100*median, fmt.Sprintf("median-%%/batch=%d", batch))
+		b.ReportMetric(100*ratios[0], fmt.Sprintf("lowest-%%/batch=%d", batch))
+		b.Logf("batch=%d: http/kafka-go median %.1f%%, lowest %.1f%%, highest %.1f%% of %d pairs",
+			batch, 100*median, 100*ratios[0], 100*ratios[len(ratios)-1], ratioRounds)
+	}
+}
+
+// rate runs a's callers for d and returns the events/s they wrote.
+func (bs *benchStack) rate(b *testing.B, a arm, batch int, d time.Duration) float64 {
+	bs.settle()
+	var ops atomic.Int64
+	start := time.Now()
+	stop := start.Add(d)
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(stop); i++ {
+				if err := a.op(c, i); err != nil {
+					b.Error(err)
+					return
 				}
-			})
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
-			cpu.report(b, b.N*batch)
+				ops.Add(1)
+			}
 		})
 	}
+	wg.Wait()
+	return float64(ops.Load()*int64(batch)) / time.Since(start).Seconds()
 }
 
 // cpuClock is the process's CPU time (user and system) since it started, which tells a
