@@ -51,8 +51,7 @@ func Append(dst []byte, e *Event) ([]byte, error) {
 
 // Stamp is what the events of one ingestion request share, encoded once for all of
 // them: the customer, quoted, and the ingestion time, formatted. Appending each event
-// is then mostly copying, where Append would quote and format again for every event
-// (at 100 events a request, a third of the time it takes to encode them).
+// is then mostly copying, where Append would quote and format again for every event.
 type Stamp struct {
 	customer []byte // "customer":"<customer>"
 	at       []byte // ,"ingested_at":"<time>"}
