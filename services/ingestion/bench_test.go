@@ -272,13 +272,13 @@ func BenchmarkIngest(b *testing.B) {
 	for _, batch := range []int{1, 10, 100} {
 		for _, a := range []struct {
 			name string
-			make func() arm
+			make func(*testing.B) arm
 		}{
-			{"http", func() arm { return bs.httpArm(b, batch) }},
-			{"kafka-go", func() arm { return bs.rawArm(batch) }},
+			{"http", func(b *testing.B) arm { return bs.httpArm(b, batch) }},
+			{"kafka-go", func(*testing.B) arm { return bs.rawArm(batch) }},
 		} {
 			b.Run(fmt.Sprintf("%s/batch=%d", a.name, batch), func(b *testing.B) {
-				arm := a.make()
+				arm := a.make(b) // its connections close with this run
 				defer arm.close()
 				var next atomic.Int64
 				b.SetParallelism(callers / runtime.GOMAXPROCS(0))
