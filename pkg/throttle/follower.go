@@ -158,8 +158,10 @@ type partition struct {
 	hwm      atomic.Int64
 	caughtUp atomic.Bool
 	lastMove atomic.Int64 // unix nanos of the last advance of position
-	restarts atomic.Int64
-	kick     chan int64 // watchdog → reader: re-create the reader at this offset
+	restarts atomic.Int64 // fetches retried after an error
+	waiting  atomic.Int64 // offset of the record held for a retry of apply, or -1
+	skipped  atomic.Int64 // offsets removed below the log start before they were read
+	stalled  atomic.Bool  // logged as not advancing; cleared when it moves
 }
 
 // PartitionProgress is one partition's reading progress.
@@ -171,7 +173,13 @@ type PartitionProgress struct {
 	HighWatermark int64
 	Lag           int64
 	CaughtUp      bool
-	Restarts      int64 // readers re-created by the watchdog or after errors
+	Restarts      int64 // fetches retried after an error
+	// Waiting is the offset of a record that cannot be applied yet (its schema cannot be
+	// fetched): the partition is held there until it can. -1 when nothing waits.
+	Waiting int64
+	// SkippedOffsets counts offsets that retention or DeleteRecords removed below the
+	// log start before this reader got to them.
+	SkippedOffsets int64
 }
 
 // Progress returns each partition's progress, by partition number.
@@ -183,6 +191,7 @@ func (f *Follower) Progress() []PartitionProgress {
 		out = append(out, PartitionProgress{
 			Partition: p.id, Position: pos, End: p.end, HighWatermark: hwm,
 			Lag: max(hwm-pos, 0), CaughtUp: p.caughtUp.Load(), Restarts: p.restarts.Load(),
+			Waiting: p.waiting.Load(), SkippedOffsets: p.skipped.Load(),
 		})
 	}
 	f.mu.Unlock()
@@ -308,8 +317,9 @@ func (f *Follower) discover(ctx context.Context, cl *kafka.Client, wg *sync.Wait
 	defer f.mu.Unlock()
 	for _, id := range fresh {
 		o := offs[id]
-		p := &partition{id: id, end: o.LastOffset, kick: make(chan int64, 1)}
+		p := &partition{id: id, end: o.LastOffset}
 		p.position.Store(o.FirstOffset)
+		p.waiting.Store(-1)
 		p.hwm.Store(o.LastOffset)
 		p.lastMove.Store(time.Now().UnixNano())
 		if o.FirstOffset >= o.LastOffset {
@@ -335,7 +345,10 @@ func (f *Follower) listOffsets(ctx context.Context, cl *kafka.Client, ids []int)
 	for _, id := range ids {
 		reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
 	}
-	resp, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{f.topic: reqs}})
+	// Read committed: the end of an open transaction is not an end a reader can reach.
+	resp, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{f.topic: reqs}, IsolationLevel: kafka.ReadCommitted,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list offsets of %s: %w", f.topic, err)
 	}
@@ -354,7 +367,8 @@ func (f *Follower) listOffsets(ctx context.Context, cl *kafka.Client, ids []int)
 	return out, nil
 }
 
-// watch refreshes high watermarks (for lag and freshness) and restarts stalled readers.
+// watch refreshes high watermarks (for lag and freshness) and logs partitions that stay
+// behind without advancing. It never moves a position: only the read loop does.
 func (f *Follower) watch(ctx context.Context, cl *kafka.Client, log *zap.Logger) {
 	f.mu.Lock()
 	parts := make([]*partition, 0, len(f.parts))
@@ -379,42 +393,16 @@ func (f *Follower) watch(ctx context.Context, cl *kafka.Client, log *zap.Logger)
 		o := offs[p.id]
 		p.hwm.Store(o.LastOffset)
 		pos := p.position.Load()
-		if pos >= o.LastOffset {
-			p.lastMove.Store(now.UnixNano())
-			f.markCaughtUp(p, pos)
+		if pos >= o.LastOffset || now.Sub(time.Unix(0, p.lastMove.Load())) < f.cfg.stallTimeout {
+			p.stalled.Store(false)
 			continue
 		}
-		if now.Sub(time.Unix(0, p.lastMove.Load())) < f.cfg.stallTimeout {
-			continue
-		}
-		// Behind and not moving. Either the reader is stuck, or the rest of the log
-		// below the high watermark was removed (compaction or retention): restart the
-		// reader where there is something to read.
-		next := max(pos, o.FirstOffset)
-		if !f.hasRecordsAt(ctx, cl, p.id, next) {
-			next = o.LastOffset
-		}
-		log.Warn("partition stalled behind its high watermark; re-creating its reader",
-			zap.Int("partition", p.id), zap.Int64("position", pos), zap.Int64("high_watermark", o.LastOffset),
-			zap.Int64("restart_at", next))
-		p.lastMove.Store(now.UnixNano())
-		select {
-		case p.kick <- next:
-		default:
+		if !p.stalled.Swap(true) {
+			log.Warn("partition not advancing behind its high watermark",
+				zap.Int("partition", p.id), zap.Int64("position", pos), zap.Int64("high_watermark", o.LastOffset),
+				zap.Int64("waiting_offset", p.waiting.Load()))
 		}
 	}
-}
-
-// hasRecordsAt reports whether a fetch at offset returns any record.
-func (f *Follower) hasRecordsAt(ctx context.Context, cl *kafka.Client, part int, offset int64) bool {
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	resp, err := cl.Fetch(fctx, &kafka.FetchRequest{Topic: f.topic, Partition: part, Offset: offset, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
-	if err != nil || resp.Error != nil || resp.Records == nil {
-		return true // can't tell: a plain reader restart is the safe choice
-	}
-	_, err = resp.Records.ReadRecord()
-	return err == nil
 }
 
 func (f *Follower) markCaughtUp(p *partition, pos int64) {
@@ -445,134 +433,6 @@ func (f *Follower) checkReady() {
 			}
 			close(f.ready)
 		})
-	}
-}
-
-// readPartition reads one partition until ctx ends, re-creating its reader after errors
-// and when the watchdog asks, always from the next offset not yet applied.
-func (f *Follower) readPartition(ctx context.Context, p *partition, log *zap.Logger) {
-	backoff := f.cfg.backoffMin
-	for ctx.Err() == nil {
-		err := f.readFrom(ctx, p, log)
-		if ctx.Err() != nil {
-			return
-		}
-		p.restarts.Add(1)
-		if err != nil {
-			log.Warn("partition reader failed; re-creating it", zap.Error(err),
-				zap.Int64("offset", p.position.Load()), zap.Duration("backoff", backoff))
-			if !sleep(ctx, backoff) {
-				return
-			}
-			backoff = min(backoff*2, f.cfg.backoffMax)
-		} else {
-			backoff = f.cfg.backoffMin
-		}
-	}
-}
-
-func (f *Follower) readFrom(ctx context.Context, p *partition, log *zap.Logger) error {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   f.kc.Brokers,
-		Topic:     f.topic,
-		Partition: p.id,
-		Dialer:    f.kc.Dialer(),
-		MinBytes:  1,
-		MaxBytes:  16 << 20,
-		// The broker answers as soon as a record arrives; MaxWait only bounds an idle poll.
-		MaxWait:        f.cfg.maxWait,
-		ReadBackoffMin: f.cfg.backoffMin,
-		ReadBackoffMax: f.cfg.backoffMax,
-		// Surface OffsetOutOfRange instead of retrying it forever: compaction or
-		// retention can move the log start past our position.
-		OffsetOutOfRangeError: true,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			// kafka-go retries connection errors inside the reader; this is where they
-			// become visible. Freshness is judged by the watchdog's own requests.
-			log.Debug("kafka-go reader", zap.String("detail", fmt.Sprintf(msg, args...)))
-		}),
-	})
-	defer r.Close()
-	if err := r.SetOffset(p.position.Load()); err != nil {
-		return fmt.Errorf("set offset of %s/%d: %w", f.topic, p.id, err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	kicked := make(chan int64, 1)
-	go func() { // ends with rctx
-		select {
-		case off := <-p.kick:
-			kicked <- off
-			cancel()
-		case <-rctx.Done():
-		}
-	}()
-	for {
-		msg, err := r.FetchMessage(rctx)
-		if err != nil {
-			select {
-			case off := <-kicked:
-				p.position.Store(max(off, p.position.Load()))
-				f.markCaughtUp(p, p.position.Load())
-				return nil
-			default:
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, kafka.OffsetOutOfRange) {
-				return f.outOfRange(ctx, p, log)
-			}
-			return fmt.Errorf("fetch %s/%d@%d: %w", f.topic, p.id, p.position.Load(), err)
-		}
-		if err := f.applyWithRetry(rctx, msg, log); err != nil {
-			continue // rctx ended: the select above sorts out why
-		}
-		p.position.Store(msg.Offset + 1)
-		p.lastMove.Store(time.Now().UnixNano())
-		if msg.HighWaterMark > p.hwm.Load() {
-			p.hwm.Store(msg.HighWaterMark)
-		}
-		f.markCaughtUp(p, msg.Offset+1)
-	}
-}
-
-// outOfRange repositions a partition whose position left the log: below the log start
-// (records removed by compaction or retention: nothing there to apply) it moves to the
-// start; above the end (the broker lost data) it re-reads from the start.
-func (f *Follower) outOfRange(ctx context.Context, p *partition, log *zap.Logger) error {
-	cl := f.kc.client(10 * time.Second)
-	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
-	offs, err := f.listOffsets(ctx, cl, []int{p.id})
-	if err != nil {
-		return err
-	}
-	o, pos := offs[p.id], p.position.Load()
-	if pos > o.LastOffset {
-		log.Error("partition is shorter than what was read: the broker lost records; re-reading from its start",
-			zap.Int64("position", pos), zap.Int64("log_end", o.LastOffset))
-	} else {
-		log.Info("position below the log start; moving to it", zap.Int64("position", pos), zap.Int64("log_start", o.FirstOffset))
-	}
-	p.position.Store(o.FirstOffset)
-	f.markCaughtUp(p, o.FirstOffset)
-	return nil
-}
-
-// applyWithRetry applies msg, retrying with backoff while apply says "not now".
-func (f *Follower) applyWithRetry(ctx context.Context, msg kafka.Message, log *zap.Logger) error {
-	backoff := f.cfg.backoffMin
-	for {
-		err := f.apply(ctx, msg)
-		if err == nil {
-			return nil
-		}
-		log.Warn("apply record failed; retrying the same record",
-			zap.Int64("offset", msg.Offset), zap.Error(err), zap.Duration("backoff", backoff))
-		if !sleep(ctx, backoff) {
-			return ctx.Err()
-		}
-		backoff = min(backoff*2, f.cfg.backoffMax)
 	}
 }
 

@@ -1,0 +1,389 @@
+package throttle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	fetchAPI "github.com/segmentio/kafka-go/protocol/fetch"
+	"go.uber.org/zap"
+)
+
+// The read loop of one partition. It uses kafka-go's lower-level fetch instead of its
+// Reader, because a Reader cannot get past a fetch answered with nothing but an empty
+// batch, filters no aborted transaction, and may hand out a buffered message after its
+// read was cancelled (KAFKA-NOTES, kafka-go 5, 10, 11).
+//
+// The invariant, kept wherever the position moves: the position moves forward only over
+// offsets whose record was applied (or counted as poison by apply), offsets that hold no
+// record the broker serves (the gaps compaction leaves inside and between batches,
+// transaction markers, records of aborted transactions), and offsets below the log start
+// when retention or DeleteRecords removed them (counted in SkippedOffsets).
+
+const (
+	fetchMaxBytes = 16 << 20
+	// isolationReadCommitted stops fetches at the last stable offset and returns the
+	// aborted transactions whose records the loop must drop.
+	isolationReadCommitted = 1
+	// Kafka's control record types (the key of a transaction marker).
+	controlAbort = 0
+)
+
+// partReader fetches one partition with a transport of its own, so that a leader change
+// seen by this partition refreshes only its metadata.
+type partReader struct {
+	kc    KafkaConfig
+	topic string
+	part  int
+	tr    *kafka.Transport
+}
+
+func newPartReader(kc KafkaConfig, topic string, part int) *partReader {
+	return &partReader{kc: kc, topic: topic, part: part, tr: kc.Transport()}
+}
+
+func (r *partReader) close() { r.tr.CloseIdleConnections() }
+
+// reset drops the connections and cached metadata, so the next fetch asks the cluster
+// again where the partition's leader is.
+func (r *partReader) reset() {
+	r.tr.CloseIdleConnections()
+	r.tr = r.kc.Transport()
+}
+
+// fetch asks the partition's leader for the batches at offset. minBytes 0 answers at
+// once; 1 waits up to maxWait for a record.
+func (r *partReader) fetch(ctx context.Context, offset int64, minBytes, maxBytes int32, maxWait time.Duration) (*fetchAPI.ResponsePartition, error) {
+	ctx, cancel := context.WithTimeout(ctx, maxWait+10*time.Second)
+	defer cancel()
+	m, err := r.tr.RoundTrip(ctx, r.kc.addr(), &fetchAPI.Request{
+		ReplicaID:      -1,
+		MaxWaitTime:    int32(maxWait / time.Millisecond),
+		MinBytes:       minBytes,
+		MaxBytes:       maxBytes,
+		IsolationLevel: isolationReadCommitted,
+		SessionID:      -1,
+		SessionEpoch:   -1,
+		Topics: []fetchAPI.RequestTopic{{
+			Topic: r.topic,
+			Partitions: []fetchAPI.RequestPartition{{
+				Partition: int32(r.part), CurrentLeaderEpoch: -1, FetchOffset: offset,
+				LogStartOffset: -1, PartitionMaxBytes: maxBytes,
+			}},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, err)
+	}
+	res, ok := m.(*fetchAPI.Response)
+	if !ok || len(res.Topics) == 0 || len(res.Topics[0].Partitions) == 0 {
+		return nil, fmt.Errorf("fetch %s/%d@%d: response names no partition", r.topic, r.part, offset)
+	}
+	if res.ErrorCode != 0 {
+		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, kafka.Error(res.ErrorCode))
+	}
+	p := &res.Topics[0].Partitions[0]
+	if p.ErrorCode != 0 {
+		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, kafka.Error(p.ErrorCode))
+	}
+	return p, nil
+}
+
+// batchesOf lists the batches of a fetched record set, in offset order.
+func batchesOf(rs protocol.RecordSet) []protocol.RecordReader {
+	switch r := rs.Records.(type) {
+	case nil:
+		return nil
+	case *protocol.RecordStream:
+		return r.Records
+	default:
+		return []protocol.RecordReader{r}
+	}
+}
+
+// batchBase is the first offset of a batch's range.
+func batchBase(b protocol.RecordReader) int64 {
+	if o, ok := b.(interface{ Offset() int64 }); ok {
+		return o.Offset()
+	}
+	return -1
+}
+
+// readPartition reads one partition from its position until ctx ends. Errors are retried
+// with backoff at the same position; nothing is passed over on any path.
+func (f *Follower) readPartition(ctx context.Context, p *partition, log *zap.Logger) {
+	r := newPartReader(f.kc, f.topic, p.id)
+	defer func() { r.close() }()
+	backoff := f.cfg.backoffMin
+	for ctx.Err() == nil {
+		err := f.readOnce(ctx, r, p, log)
+		if err == nil {
+			backoff = f.cfg.backoffMin
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		p.restarts.Add(1)
+		switch {
+		case errors.Is(err, kafka.OffsetOutOfRange):
+			err = f.outOfRange(ctx, p, log)
+		case isLeaderError(err):
+			r.reset()
+		}
+		if err != nil {
+			log.Warn("fetch failed; retrying at the same offset", zap.Error(err),
+				zap.Int64("offset", p.position.Load()), zap.Duration("backoff", backoff))
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, f.cfg.backoffMax)
+		}
+	}
+}
+
+// isLeaderError reports errors after which the partition's leader should be looked up
+// again (kafka-go's transport refreshes its metadata only on a timer).
+func isLeaderError(err error) bool {
+	for _, e := range []kafka.Error{kafka.NotLeaderForPartition, kafka.LeaderNotAvailable,
+		kafka.UnknownTopicOrPartition, kafka.FencedLeaderEpoch, kafka.UnknownLeaderEpoch,
+		kafka.ReplicaNotAvailable, kafka.KafkaStorageError} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ke kafka.Error
+	return !errors.As(err, &ke) // a network error: the broker may be gone for good
+}
+
+// readOnce fetches at the position and applies what the answer holds, moving the position
+// as the invariant at the top of this file allows.
+func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, log *zap.Logger) error {
+	start := p.position.Load()
+	pos := start
+	res, err := r.fetch(ctx, pos, 1, fetchMaxBytes, f.cfg.maxWait)
+	if err != nil {
+		return err
+	}
+	f.fresh.Store(true)
+	if res.HighWatermark > p.hwm.Load() {
+		p.hwm.Store(res.HighWatermark)
+	}
+	batches := batchesOf(res.RecordSet)
+	if len(batches) == 0 {
+		f.markCaughtUp(p, pos)
+		return nil
+	}
+	aborted := abortedTxns{list: res.AbortedTransactions}
+	for i, b := range batches {
+		switch b := b.(type) {
+		case *protocol.ControlBatch:
+			// A transaction marker: one record at the batch's base offset, never data.
+			if cr, err := b.ReadControlRecord(); err == nil && cr.Type == controlAbort {
+				aborted.end(b.ProducerID)
+			}
+			if b.BaseOffset >= pos {
+				pos = b.BaseOffset + 1
+			}
+		case *protocol.RecordBatch:
+			drop := aborted.drops(b)
+			for {
+				rec, err := b.ReadRecord()
+				if err != nil {
+					break // io.EOF: the batch's records are done
+				}
+				if rec.Offset < pos {
+					continue // a batch may start before the offset fetched
+				}
+				if !drop {
+					msg, err := f.message(p.id, rec, res.HighWatermark)
+					if err != nil {
+						return err
+					}
+					if err := f.applyWithRetry(ctx, p, msg, log); err != nil {
+						return err // ctx ended: the position stays on this record
+					}
+				}
+				pos = rec.Offset + 1
+				f.advance(p, pos)
+			}
+		}
+		// The offsets up to the next batch belong to this one or to none: they hold no
+		// record (compaction removed them).
+		if i+1 < len(batches) {
+			if next := batchBase(batches[i+1]); next > pos {
+				pos = next
+			}
+		}
+		f.advance(p, pos)
+	}
+	if pos > start {
+		return nil
+	}
+	// Nothing at or after the position in what came back: the last batch's range covers
+	// the position and holds no record from it on (an empty batch the cleaner kept, or a
+	// compacted tail). kafka-go does not decode a batch's last offset, so ask the broker.
+	end, err := f.batchEnd(ctx, r, batchBase(batches[len(batches)-1]), pos, res.HighWatermark)
+	if err != nil {
+		return err
+	}
+	f.advance(p, end+1)
+	return nil
+}
+
+// advance moves the position to pos (never backwards) and records the move.
+func (f *Follower) advance(p *partition, pos int64) {
+	if pos <= p.position.Load() {
+		return
+	}
+	p.position.Store(pos)
+	p.lastMove.Store(time.Now().UnixNano())
+	f.markCaughtUp(p, pos)
+}
+
+// message turns a fetched record into the kafka.Message apply takes. A null value stays
+// nil (a tombstone); an empty one becomes a non-nil empty slice, which is not a tombstone.
+func (f *Follower) message(part int, rec *protocol.Record, hwm int64) (kafka.Message, error) {
+	msg := kafka.Message{Topic: f.topic, Partition: part, Offset: rec.Offset, Time: rec.Time, HighWaterMark: hwm}
+	var err error
+	if rec.Key != nil {
+		if msg.Key, err = protocol.ReadAll(rec.Key); err != nil {
+			return msg, fmt.Errorf("read key at %s/%d@%d: %w", f.topic, part, rec.Offset, err)
+		}
+	}
+	if rec.Value != nil {
+		if msg.Value, err = protocol.ReadAll(rec.Value); err != nil {
+			return msg, fmt.Errorf("read value at %s/%d@%d: %w", f.topic, part, rec.Offset, err)
+		}
+		if msg.Value == nil {
+			msg.Value = []byte{}
+		}
+	}
+	for _, h := range rec.Headers {
+		msg.Headers = append(msg.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	return msg, nil
+}
+
+// batchEnd returns the last offset of the batch based at base whose range covers pos.
+// A broker answers a fetch at x with the batch whose range holds x, so a fetch at x
+// starts with that batch exactly when x is at most its end. Only offsets a fetch proved
+// to lie inside the batch are returned: the batch holds no record from pos on, so every
+// offset up to the result can be passed over.
+func (f *Follower) batchEnd(ctx context.Context, r *partReader, base, pos, hwm int64) (int64, error) {
+	in := func(x int64) (bool, error) {
+		if x >= hwm {
+			return false, nil
+		}
+		res, err := r.fetch(ctx, x, 0, 1, 0) // at least one whole batch comes back
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		bs := batchesOf(res.RecordSet)
+		return len(bs) > 0 && batchBase(bs[0]) == base, nil
+	}
+	lo, step := pos, int64(1) // lo is in the batch: the fetch at pos began with it
+	hi := lo + step
+	for {
+		ok, err := in(hi)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			break
+		}
+		lo, step = hi, step*2
+		hi = lo + step
+	}
+	for hi-lo > 1 { // lo is in the batch, hi is not
+		mid := lo + (hi-lo)/2
+		ok, err := in(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}
+
+// abortedTxns follows the aborted transactions a read-committed fetch lists: a producer's
+// transactional batches are dropped from the transaction's first offset until its abort
+// marker.
+type abortedTxns struct {
+	list   []fetchAPI.ResponseTransaction
+	active map[int64]bool
+}
+
+func (a *abortedTxns) drops(b *protocol.RecordBatch) bool {
+	// The list is not promised in order: take every entry that has begun.
+	for i := 0; i < len(a.list); i++ {
+		if a.list[i].FirstOffset <= b.BaseOffset {
+			if a.active == nil {
+				a.active = map[int64]bool{}
+			}
+			a.active[a.list[i].ProducerID] = true
+			a.list = append(a.list[:i:i], a.list[i+1:]...)
+			i--
+		}
+	}
+	return b.Attributes.Transactional() && a.active[b.ProducerID]
+}
+
+func (a *abortedTxns) end(producer int64) { delete(a.active, producer) }
+
+// outOfRange repositions a partition whose position left the log: below the log start
+// (records removed by retention or DeleteRecords) it moves to the start and counts the
+// offsets passed over; above the end (the broker lost records) it re-reads from the start.
+func (f *Follower) outOfRange(ctx context.Context, p *partition, log *zap.Logger) error {
+	cl := f.kc.client(10 * time.Second)
+	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
+	offs, err := f.listOffsets(ctx, cl, []int{p.id})
+	if err != nil {
+		return err
+	}
+	o, pos := offs[p.id], p.position.Load()
+	switch {
+	case pos > o.LastOffset:
+		log.Error("partition is shorter than what was read: the broker lost records; re-reading from its start",
+			zap.Int64("position", pos), zap.Int64("log_end", o.LastOffset))
+		p.position.Store(o.FirstOffset)
+	case pos < o.FirstOffset:
+		p.skipped.Add(o.FirstOffset - pos)
+		log.Warn("records below the log start were removed before they were read; resuming at the log start",
+			zap.Int64("position", pos), zap.Int64("log_start", o.FirstOffset), zap.Int64("skipped_offsets", o.FirstOffset-pos))
+		f.advance(p, o.FirstOffset)
+	}
+	return nil
+}
+
+// applyWithRetry applies msg, retrying with backoff while apply says "not now". The
+// partition is held at the record meanwhile: nothing after it is read, and the position
+// (so readiness) waits.
+func (f *Follower) applyWithRetry(ctx context.Context, p *partition, msg kafka.Message, log *zap.Logger) error {
+	backoff := f.cfg.backoffMin
+	defer p.waiting.Store(-1)
+	for {
+		err := f.apply(ctx, msg)
+		if err == nil {
+			return nil
+		}
+		if p.waiting.Swap(msg.Offset) != msg.Offset {
+			log.Warn("cannot apply record now; holding the partition at it and retrying",
+				zap.Int("partition", msg.Partition), zap.Int64("offset", msg.Offset), zap.Error(err))
+		}
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, f.cfg.backoffMax)
+	}
+}
