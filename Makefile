@@ -4,7 +4,7 @@
 MODULES := pkg/throttle services/ingestion services/processing e2e deploy/local
 GO ?= go
 
-.PHONY: all build test test-short bench fuzz vet check-modules run generate clean
+.PHONY: all build test test-short bench fuzz vet check-modules run generate clean kafka test-kafka
 
 all: build
 
@@ -17,6 +17,12 @@ test: vet
 	@# go test hides a passing package's output: after e2e, show what its scenarios measured.
 	@for m in $(MODULES); do echo "== $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || exit 1; \
 		if [ $$m = e2e ] && [ -f e2e/.build/summary.txt ]; then cat e2e/.build/summary.txt; fi; done
+	@# The read path's model test: thousands of random logs and faults, without the race
+	@# detector (which runs 200 of them above); MODEL_CASES sets how many.
+	@cd pkg/throttle && out=$$($(GO) test -count=1 -timeout 20m -run '^TestModelRandomLogs$$' -model.cases $(MODEL_CASES) -v . 2>&1); rc=$$?; \
+		printf '%s\n' "$$out" | grep -E '^(---|ok|FAIL|PASS)|model:|seed|panic' | head -40; exit $$rc
+
+MODEL_CASES ?= 2000
 
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
@@ -25,6 +31,29 @@ vet:
 ## workspace is caught.
 check-modules:
 	@for m in $(MODULES); do echo "== GOWORK=off $$m"; (cd $$m && GOWORK=off $(GO) build -o /dev/null ./... && GOWORK=off $(GO) vet ./...) || exit 1; done
+
+## kafka: Apache Kafka's jars (KAFKA_VERSION, default 4.4.0; 3.9.2 for the 3.9 line) and
+## their runtime dependencies from Maven Central into .kafka/<version>/libs (git-ignored).
+## Skipped when they are there already.
+KAFKA_VERSION ?= 4.4.0
+KAFKA_LIBS := $(CURDIR)/.kafka/$(KAFKA_VERSION)/libs
+kafka: $(KAFKA_LIBS)/.complete
+
+$(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
+	@command -v mvn >/dev/null || { echo "make kafka needs Maven (and Java 17 to run Kafka)"; exit 1; }
+	@rm -rf $(KAFKA_LIBS).tmp
+	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies -Dkafka.version=$(KAFKA_VERSION) -DoutputDirectory=$(KAFKA_LIBS).tmp
+	@rm -rf $(KAFKA_LIBS) && mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS) && touch $@
+
+## test-kafka: the integration tests of pkg/throttle (throttlectl included) and both
+## services on a real KRaft cluster of 3 nodes (SLUICE_TEST_KAFKA=real), one cluster per
+## test package; -p 1 so that only one cluster runs at a time. Every module runs, and
+## the target fails if any failed.
+KAFKA_TEST_MODULES := pkg/throttle services/ingestion services/processing
+test-kafka: kafka
+	@status=0; for m in $(KAFKA_TEST_MODULES); do echo "== $$m on Apache Kafka $(KAFKA_VERSION)"; \
+		(cd $$m && SLUICE_TEST_KAFKA=real SLUICE_KAFKA_LIBS=$(KAFKA_LIBS) $(GO) test -race -count=1 -p 1 -timeout 40m ./...) || status=1; \
+	done; exit $$status
 
 ## bench: the benchmarks whose figures the issues ask for.
 bench:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -182,6 +183,7 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, lo
 		switch b := b.(type) {
 		case *protocol.ControlBatch:
 			// A transaction marker: one record at the batch's base offset, never data.
+			aborted.begin(b.BaseOffset)
 			if cr, err := b.ReadControlRecord(); err == nil && cr.Type == controlAbort {
 				aborted.end(b.ProducerID)
 			}
@@ -324,21 +326,30 @@ type abortedTxns struct {
 	active map[int64]bool
 }
 
-func (a *abortedTxns) drops(b *protocol.RecordBatch) bool {
+// begin marks the transactions that have begun at or before offset. Every batch calls
+// it, markers too: an abort marker whose records compaction removed still ends its
+// transaction, and must not leave it open for the producer's next one.
+func (a *abortedTxns) begin(offset int64) {
 	// The list is not promised in order: take every entry that has begun.
-	for i := 0; i < len(a.list); i++ {
-		if a.list[i].FirstOffset <= b.BaseOffset {
-			if a.active == nil {
-				a.active = map[int64]bool{}
-			}
-			a.active[a.list[i].ProducerID] = true
-			a.list = append(a.list[:i:i], a.list[i+1:]...)
-			i--
+	a.list = slices.DeleteFunc(a.list, func(t fetchAPI.ResponseTransaction) bool {
+		if t.FirstOffset > offset {
+			return false
 		}
-	}
+		if a.active == nil {
+			a.active = map[int64]bool{}
+		}
+		a.active[t.ProducerID] = true
+		return true
+	})
+}
+
+// drops reports whether b's records belong to an aborted transaction.
+func (a *abortedTxns) drops(b *protocol.RecordBatch) bool {
+	a.begin(b.BaseOffset)
 	return b.Attributes.Transactional() && a.active[b.ProducerID]
 }
 
+// end closes the producer's aborted transaction at its abort marker.
 func (a *abortedTxns) end(producer int64) { delete(a.active, producer) }
 
 // outOfRange repositions a partition whose position left the log: below the log start

@@ -310,6 +310,7 @@ func TestServiceEnforcesThrottlesAndWritesEvents(t *testing.T) {
 // one produce request per partition: many concurrent requests must cost few produce
 // requests, and none of them may wait for another's batch to be written first.
 func TestConcurrentRequestsShareProduceRequests(t *testing.T) {
+	throttletest.RequireKfake(t, "counts produce requests with a kfake request hook (Cluster().ControlKey)")
 	s := throttletest.Start(t, throttletest.Options{})
 	s.CreateTopic(t, throttleTopic, 3)
 	cfg := testConfig(t, s, "replica-a")

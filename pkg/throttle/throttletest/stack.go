@@ -2,6 +2,10 @@
 // Registry (srfake) on loopback, so tests of every module talk to real sockets with the
 // real clients. Either half can be stopped and started again on the same address, to
 // test what Sluice does while the broker or the registry is away.
+//
+// With SLUICE_TEST_KAFKA=real (EnvBackend) the Kafka side is instead a real Apache
+// Kafka cluster of three KRaft nodes, started once per test process and shared by its
+// Stacks (see real.go); the same tests run on either.
 package throttletest
 
 import (
@@ -20,26 +24,31 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 )
 
 // Options tune a Stack. The zero value is a one-broker cluster on a random loopback port,
 // in memory.
 type Options struct {
 	// DataDir, when set, persists the broker's log there, so it survives StopBroker and
-	// StartBroker. Without it a restarted broker starts empty.
+	// StartBroker. Without it a restarted broker starts empty. Real Kafka always keeps
+	// its log across a restart, and ignores DataDir.
 	DataDir string
-	// KafkaPort and RegistryPort pin the listening ports (0: any free port).
+	// KafkaPort and RegistryPort pin the listening ports (0: any free port). Real Kafka
+	// picks its own ports: a KafkaPort is refused there.
 	KafkaPort    int
 	RegistryPort int
-	// KafkaHost is the interface to listen on (default 127.0.0.1).
+	// KafkaHost is the interface to listen on (default 127.0.0.1; kfake only).
 	KafkaHost string
 	// AdvertisedHost, when set, is the host the broker tells clients to connect to
-	// (for serving containers on another network). Default: the listen address.
+	// (for serving containers on another network). Default: the listen address. kfake
+	// only.
 	AdvertisedHost string
 	// RegistryHost is the interface the registry listens on (default 127.0.0.1).
 	RegistryHost string
 	// BrokerConfigs are passed to kfake (for example log.cleaner.backoff.ms to compact
-	// on a timer).
+	// on a timer). On real Kafka they are set as dynamic broker-wide defaults, which
+	// only some configs can be, until the cluster is reset.
 	BrokerConfigs map[string]string
 }
 
@@ -54,16 +63,29 @@ type Stack struct {
 	registry *srfake.Registry
 	regSrv   *http.Server
 	regAddr  string
+
+	// real is the shared real cluster when the backend is real Kafka (nil on kfake);
+	// joined says this Stack still counts as one of its members.
+	real      *kafkacluster.Cluster
+	joined    bool
+	startedIn time.Duration // how long this Stack waited for the real cluster to start
 }
 
 // New starts a stack. Close it when done.
 func New(opts Options) (*Stack, error) {
+	if err := checkBackend(); err != nil {
+		return nil, err
+	}
 	s := &Stack{opts: opts, registry: srfake.NewRegistry()}
-	if err := s.StartBroker(); err != nil {
+	if Real() {
+		if err := s.joinReal(); err != nil {
+			return nil, err
+		}
+	} else if err := s.StartBroker(); err != nil {
 		return nil, err
 	}
 	if err := s.StartRegistry(); err != nil {
-		s.StopBroker()
+		_ = s.close()
 		return nil, err
 	}
 	return s, nil
@@ -74,14 +96,59 @@ func Start(tb testing.TB, opts Options) *Stack {
 	tb.Helper()
 	s, err := New(opts)
 	if err != nil {
-		tb.Fatalf("start in-process kafka and registry: %v", err)
+		what := "in-process kafka"
+		if Real() {
+			what = "real kafka"
+		}
+		tb.Fatalf("start %s and registry: %v", what, err)
 	}
-	tb.Cleanup(s.Close)
+	if s.startedIn > 0 {
+		tb.Logf("real Kafka %s: 3 nodes up in %s (%s)", s.real.Version(), s.startedIn.Round(time.Millisecond), s.real.Dir())
+	}
+	tb.Cleanup(func() {
+		if err := s.close(); err != nil {
+			tb.Errorf("close stack: %v", err)
+		}
+	})
 	return s
 }
 
-// StartBroker starts the broker, on the address it had before if it ran already.
+func (s *Stack) joinReal() error {
+	if s.opts.KafkaPort != 0 || s.opts.KafkaHost != "" || s.opts.AdvertisedHost != "" {
+		return fmt.Errorf("throttletest: KafkaPort, KafkaHost and AdvertisedHost are kfake's; %s=real picks its own", EnvBackend)
+	}
+	c, took, err := shared.join(s)
+	if err != nil {
+		return err
+	}
+	s.real, s.joined, s.startedIn = c, true, took
+	if len(s.opts.BrokerConfigs) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := c.SetBrokerDefaults(ctx, s.opts.BrokerConfigs); err != nil {
+			_ = s.close()
+			return err
+		}
+	}
+	return nil
+}
+
+// StartBroker starts the broker, on the address it had before if it ran already. On
+// real Kafka it starts every stopped node and waits until each partition has a leader
+// and the group coordinators answer.
 func (s *Stack) StartBroker() error {
+	if s.real != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := s.real.StartNodes(ctx); err != nil {
+			return err
+		}
+		forgetConnections()
+		if err := s.real.WaitLeaders(ctx, "", 1); err != nil {
+			return err
+		}
+		return s.real.WaitGroupCoordinators(ctx)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cluster != nil {
@@ -156,7 +223,20 @@ func (a advAddr) String() string {
 }
 
 // StopBroker stops the broker. Clients see connections refused until StartBroker.
+//
+// On real Kafka it kills every node (SIGKILL: at once, and the log survives), after
+// waiting to hold the shared cluster alone; the nodes start again with StartBroker or
+// when the Stack closes.
 func (s *Stack) StopBroker() {
+	if s.real != nil {
+		if err := shared.holdAlone(s); err != nil {
+			panic(err) // no test can go on: the Stacks wait for each other
+		}
+		for _, id := range s.real.NodeIDs() {
+			s.real.Kill(id)
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cluster != nil {
@@ -202,14 +282,44 @@ func (s *Stack) StopRegistry() {
 	}
 }
 
-// Close stops both.
-func (s *Stack) Close() {
+// Close stops both. On real Kafka it leaves the shared cluster instead of stopping it.
+func (s *Stack) Close() { _ = s.close() }
+
+func (s *Stack) close() error {
 	s.StopRegistry()
-	s.StopBroker()
+	if s.real == nil {
+		s.StopBroker()
+		return nil
+	}
+	s.mu.Lock()
+	joined := s.joined
+	s.joined = false
+	s.mu.Unlock()
+	if !joined {
+		return nil
+	}
+	return shared.leave(s)
 }
 
-// Brokers returns the broker's address.
+// Nodes returns the real cluster, to stop, kill and start its nodes and wait for
+// leaders; from then until it closes, the Stack holds the cluster alone (other Stacks
+// of the process wait). It fails the test on kfake: see RequireReal.
+func (s *Stack) Nodes(tb testing.TB) *kafkacluster.Cluster {
+	tb.Helper()
+	if s.real == nil {
+		tb.Fatalf("Nodes needs real Kafka (%s=real): call RequireReal first", EnvBackend)
+	}
+	if err := shared.holdAlone(s); err != nil {
+		tb.Fatal(err)
+	}
+	return s.real
+}
+
+// Brokers returns the broker's address (every node's, on real Kafka).
 func (s *Stack) Brokers() []string {
+	if s.real != nil {
+		return s.real.Brokers()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return []string{s.kafkaAddr}
@@ -230,14 +340,17 @@ func (s *Stack) RegistryURL() string {
 // Registry returns the fake registry, for seeding schemas directly.
 func (s *Stack) Registry() *srfake.Registry { return s.registry }
 
-// Cluster returns the running kfake cluster (nil while stopped).
+// Cluster returns the running kfake cluster (nil while stopped, and on real Kafka:
+// tests that need it call RequireKfake).
 func (s *Stack) Cluster() *kfake.Cluster {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cluster
 }
 
-// Compact runs log compaction on every compacted topic now.
+// Compact runs log compaction on every compacted topic now. Real Kafka cannot be told
+// to: its cleaner runs every half second on segments that are no longer active, with
+// the topic's lag and ratio settings, so Compact does nothing there.
 func (s *Stack) Compact() {
 	if c := s.Cluster(); c != nil {
 		c.Compact()
@@ -262,6 +375,11 @@ func (s *Stack) CreateTopic(tb testing.TB, name string, partitions int) {
 	_, err := throttle.EnsureTopic(ctx, s.Kafka(), throttle.TopicSpec{Name: name, Partitions: partitions})
 	if err != nil {
 		tb.Fatalf("create topic %s: %v", name, err)
+	}
+	if s.real != nil { // kfake's topics are ready at once; a real one's leaders are elected
+		if err := s.real.WaitLeaders(ctx, name, 0); err != nil {
+			tb.Fatalf("create topic %s: %v", name, err)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -190,6 +191,74 @@ func (c *Cluster) leadersReady(ctx context.Context, topic string, isr int) error
 		}
 	}
 	return nil
+}
+
+// WaitGroupCoordinators waits until a group coordinator answers for every partition of
+// __consumer_offsets, creating the topic if need be (Kafka creates it on the first
+// group request). A test's first OffsetFetch otherwise meets NOT_COORDINATOR while the
+// topic's partitions are being led and loaded.
+func (c *Cluster) WaitGroupCoordinators(ctx context.Context) error {
+	n, err := strconv.Atoi(c.props(c.nodes[0])["offsets.topic.num.partitions"])
+	if err != nil || n <= 0 {
+		n = 50
+	}
+	groups := groupPerPartition(n)
+	var last error
+	for {
+		if last = c.coordinatorsReady(ctx, groups); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for group coordinators: %w (last: %w)", ctx.Err(), last)
+		case <-time.After(poll):
+		}
+	}
+}
+
+func (c *Cluster) coordinatorsReady(ctx context.Context, groups []string) error {
+	cl, err := client(c.Brokers()...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrOffsetFetchRequest()
+	for _, g := range groups {
+		rg := kmsg.NewOffsetFetchRequestGroup()
+		rg.Group = g
+		req.Groups = append(req.Groups, rg)
+	}
+	resp, err := req.RequestWith(rctx, cl)
+	if err != nil {
+		return err
+	}
+	for _, g := range resp.Groups {
+		if err := kerr.ErrorForCode(g.ErrorCode); err != nil {
+			return fmt.Errorf("offset fetch of group %s: %w", g.Group, err)
+		}
+	}
+	return nil
+}
+
+// groupPerPartition names one group for each of n partitions of __consumer_offsets, by
+// Kafka's placement: the group id's Java hash code, made positive, modulo n.
+func groupPerPartition(n int) []string {
+	out := make([]string, n)
+	found := 0
+	for i := 0; found < n; i++ {
+		g := "sluice-warm-up-" + strconv.Itoa(i)
+		var h int32
+		for _, r := range g { // ASCII: one UTF-16 unit per rune
+			h = 31*h + int32(r)
+		}
+		if p := int(h&0x7fffffff) % n; out[p] == "" {
+			out[p] = g
+			found++
+		}
+	}
+	return out
 }
 
 // Leader returns the node that leads partition of topic.

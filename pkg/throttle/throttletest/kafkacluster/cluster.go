@@ -69,7 +69,8 @@ type node struct {
 }
 
 // Start formats the storage of every node, starts them all and returns once every
-// node serves and sees every other as a live broker. Close it when done.
+// node serves, sees every other as a live broker, and group coordinators answer. Close
+// it when done.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Nodes <= 0 {
 		cfg.Nodes = 3
@@ -139,7 +140,10 @@ func (c *Cluster) setUp(ctx context.Context) error {
 			return err
 		}
 	}
-	return c.waitServing(ctx, c.nodes)
+	if err := c.waitServing(ctx, c.nodes); err != nil {
+		return err
+	}
+	return c.WaitGroupCoordinators(ctx)
 }
 
 // defaults are the broker settings every test cluster runs with: replication as in
@@ -176,6 +180,16 @@ var defaults = map[string]string{
 }
 
 func (c *Cluster) properties(n *node) string {
+	props := c.props(n)
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		fmt.Fprintf(&b, "%s=%s\n", k, props[k])
+	}
+	return b.String()
+}
+
+// props are node n's server.properties.
+func (c *Cluster) props(n *node) map[string]string {
 	voters := make([]string, len(c.nodes))
 	for i, v := range c.nodes {
 		voters[i] = fmt.Sprintf("%d@127.0.0.1:%d", v.id, v.controllerPort)
@@ -201,11 +215,7 @@ func (c *Cluster) properties(n *node) string {
 			props[k] = strconv.Itoa(min(2, len(c.nodes)))
 		}
 	}
-	var b strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(props)) {
-		fmt.Fprintf(&b, "%s=%s\n", k, props[k])
-	}
-	return b.String()
+	return props
 }
 
 func (n *node) propsFile() string { return filepath.Join(n.dir, "server.properties") }
