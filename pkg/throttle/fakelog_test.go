@@ -1,6 +1,7 @@
 package throttle_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -67,6 +69,16 @@ func newFakeLog(c *kfake.Cluster, topic string, partitions int, seed uint64) *fa
 	m[topic] = l
 	fakeRoutesMu.Unlock()
 	return l
+}
+
+// close stops serving the log and deletes its topic, so a long run of cases does not
+// make every metadata answer longer.
+func (l *fakeLog) close(c *kfake.Cluster, brokers []string) {
+	fakeRoutesMu.Lock()
+	delete(fakeRoutes[c], l.topic)
+	fakeRoutesMu.Unlock()
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	_, _ = cl.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{l.topic}})
 }
 
 var (

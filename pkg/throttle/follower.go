@@ -66,6 +66,7 @@ type followerConfig struct {
 	backoffMax     time.Duration
 	maxWait        time.Duration
 	onCaughtUpHook func()
+	onPartitions   func(n int) // the topic's partition count, before new partitions are read
 }
 
 func defaultFollowerConfig() followerConfig {
@@ -312,6 +313,9 @@ func (f *Follower) discover(ctx context.Context, cl *kafka.Client, wg *sync.Wait
 	offs, err := f.listOffsets(ctx, cl, fresh)
 	if err != nil {
 		return err
+	}
+	if f.cfg.onPartitions != nil {
+		f.cfg.onPartitions(len(ids))
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

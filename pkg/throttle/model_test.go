@@ -122,6 +122,7 @@ func runModelCase(t *testing.T, s *throttletest.Stack, seed uint64) map[string]i
 		return nil
 	}
 	log := newFakeLog(s.Cluster(), topic, parts, seed)
+	defer func() { cancel(); log.close(s.Cluster(), s.Brokers()) }() // tables stop first
 	log.failPermille.Store(int32(rng.IntN(40)))
 	codec := s.Codec(t, topic)
 	fail := func(format string, args ...any) {
@@ -154,7 +155,7 @@ func runModelCase(t *testing.T, s *throttletest.Stack, seed uint64) map[string]i
 
 	model := map[string]*modelKey{}
 	customers := []string{"acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell"}
-	partOf := func(c string) int { return int(c[0]+c[1]) % parts }
+	partOf := func(c string) int { return home(c, parts) }
 	limit := int64(0)
 	counts := map[string]int{"cases": 1}
 	newRec := func(c string, expired bool) (fakeRec, *modelKey) {
@@ -187,6 +188,15 @@ func runModelCase(t *testing.T, s *throttletest.Stack, seed uint64) map[string]i
 				return fakeRec{key: []byte(poison), value: []byte{}}, func() {}
 			}
 			return fakeRec{key: []byte(poison), value: []byte{9, 9, 9}}, func() {}
+		}
+		if parts > 1 && rng.IntN(12) == 0 { // another partitioner's record: counts nowhere
+			counts["wrong_partition"]++
+			for _, c := range customers {
+				if partOf(c) != p {
+					r, _ := newRec(c, false)
+					return r, func() {}
+				}
+			}
 		}
 		c := mine[rng.IntN(len(mine))]
 		switch k := rng.IntN(10); {

@@ -60,7 +60,7 @@ func TestRegistryOutagesLoseNothing(t *testing.T) {
 		var msgs []kafka.Message
 		for i := range n {
 			c := fmt.Sprintf("r%02d-c%d", round, i)
-			m := f.msg(i%parts, rec(c, int64(round*100+i), time.Hour))
+			m := f.home(rec(c, int64(round*100+i), time.Hour))
 			binary.BigEndian.PutUint32(m.Value[1:5], id)
 			m.Value = append(m.Value, 0) // the variant's field: null
 			msgs = append(msgs, m)

@@ -121,16 +121,25 @@ func TestPublisherSetAndLift(t *testing.T) {
 // sweeping starts a table and a sweeper on it, the way a processing instance runs them.
 func (f *fixture) sweeping(opts ...throttle.SweeperOption) (*throttle.Table, *throttle.Sweeper) {
 	f.t.Helper()
+	return f.sweepingWith(nil, nil, opts...)
+}
+
+// sweepingWith is sweeping with more table options, and observe also told every change.
+func (f *fixture) sweepingWith(observe func(throttle.Change), tableOpts []throttle.Option, opts ...throttle.SweeperOption) (*throttle.Table, *throttle.Sweeper) {
+	f.t.Helper()
 	var sw *throttle.Sweeper
 	var mu sync.Mutex
-	tb := f.start(throttle.WithExpirySweep(10*time.Millisecond), throttle.WithObserver(func(c throttle.Change) {
+	tb := f.start(append(tableOpts, throttle.WithExpirySweep(10*time.Millisecond), throttle.WithObserver(func(c throttle.Change) {
+		if observe != nil {
+			observe(c)
+		}
 		mu.Lock()
 		s := sw
 		mu.Unlock()
 		if s != nil {
 			s.Observe(c)
 		}
-	}))
+	}))...)
 	s, err := throttle.NewSweeper(f.publisher(), tb, append([]throttle.SweeperOption{throttle.WithGrace(0), throttle.WithSweepInterval(20 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		f.t.Fatal(err)

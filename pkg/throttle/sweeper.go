@@ -33,6 +33,10 @@ import (
 // keep only the poison record, and a replica rebuilding after that would not know the
 // throttle. The sweeper writes the throttle again after it.
 //
+// And it covers partitions added to the topic (ChangeMoved): a throttle whose key now
+// belongs to another partition no longer counts in any table, and the sweeper writes it
+// again, which places it on its key's new partition.
+//
 // A re-publication is a plain write, not a compare-and-set (Kafka has none): an
 // operator's lift that lands between the sweeper's check of its table and its write is
 // undone by it. The window is the few milliseconds of one produce; lifting again ends it.
@@ -50,6 +54,7 @@ type Sweeper struct {
 	mu        sync.Mutex
 	expired   map[string]Record // customer → expired throttle to tombstone
 	republish map[string]Record // customer → throttle hidden behind a stale tombstone
+	moved     map[string]Record // customer → throttle left on its key's old partition
 	wake      chan struct{}
 }
 
@@ -104,7 +109,7 @@ func NewSweeper(pub *Publisher, table *Table, opts ...SweeperOption) (*Sweeper, 
 	}
 	return &Sweeper{
 		pub: pub, table: table, cfg: cfg,
-		expired: map[string]Record{}, republish: map[string]Record{},
+		expired: map[string]Record{}, republish: map[string]Record{}, moved: map[string]Record{},
 		wake: make(chan struct{}, 1),
 	}, nil
 }
@@ -123,8 +128,11 @@ func (s *Sweeper) Observe(c Change) {
 	case ChangeLifted:
 		delete(s.expired, c.Customer)
 		delete(s.republish, c.Customer)
+		delete(s.moved, c.Customer)
 	case ChangeStaleTombstone, ChangePoisoned:
 		s.republish[c.Customer] = c.Record
+	case ChangeMoved:
+		s.moved[c.Customer] = c.Record
 	}
 	s.mu.Unlock()
 	select {
@@ -137,7 +145,7 @@ func (s *Sweeper) Observe(c Change) {
 func (s *Sweeper) Pending() (tombstones, republications int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.expired), len(s.republish)
+	return len(s.expired), len(s.republish) + len(s.moved)
 }
 
 // Run works until ctx ends, then returns nil. It acts only while the table is ready:
@@ -161,7 +169,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 func (s *Sweeper) sweep(ctx context.Context) {
 	now := s.cfg.clock()
 	s.mu.Lock()
-	var tombs, again []Record
+	var tombs, again, moved []Record
 	for _, r := range s.expired {
 		if !now.Before(r.ExpiresAt.Add(s.cfg.grace)) {
 			tombs = append(tombs, r)
@@ -170,7 +178,27 @@ func (s *Sweeper) sweep(ctx context.Context) {
 	for _, r := range s.republish {
 		again = append(again, r)
 	}
+	for _, r := range s.moved {
+		moved = append(moved, r)
+	}
 	s.mu.Unlock()
+
+	for _, r := range moved {
+		if _, ok := s.table.Get(r.Customer); ok || !r.Active(now) {
+			s.done(s.moved, r) // written again (here or by its publisher), or lapsed
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
+		err := s.pub.Set(wctx, r)
+		cancel()
+		if err != nil {
+			s.cfg.log.Warn("re-publish throttle moved by added partitions; will retry", zap.String("customer", r.Customer), zap.Error(err))
+			continue
+		}
+		// Done once the table holds it again: a writer with stale metadata may have put
+		// it on the old partition, and then it is written again next time.
+		s.cfg.log.Info("re-published throttle whose key moved to another partition", zap.String("customer", r.Customer), zap.String("throttle_id", r.ID))
+	}
 
 	for _, r := range again {
 		cur, ok := s.table.Get(r.Customer)

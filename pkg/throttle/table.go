@@ -40,6 +40,11 @@ const (
 	// now the key's newest and compaction would keep it alone: the throttle's publisher
 	// must write it again (Sweeper does). Record is the throttle kept.
 	ChangePoisoned
+	// ChangeMoved: partitions were added to the topic and the customer's key now belongs
+	// to another partition, so its throttle, on the old one, no longer counts (see
+	// Table.apply for the rule). Record is the throttle dropped: its publisher must write
+	// it again, which lands it on the key's new partition (Sweeper does).
+	ChangeMoved
 )
 
 func (k ChangeKind) String() string {
@@ -54,6 +59,8 @@ func (k ChangeKind) String() string {
 		return "stale_tombstone"
 	case ChangePoisoned:
 		return "poisoned"
+	case ChangeMoved:
+		return "moved"
 	}
 	return "unknown"
 }
@@ -145,9 +152,14 @@ type Table struct {
 
 	internMu sync.Mutex
 	interned map[string]string
+
+	// partsMu orders records against a change of the partition count: apply holds it
+	// for reading, repartition for writing, so no record is judged by a stale count.
+	partsMu sync.RWMutex
+	parts   []int // 0..n-1: the topic's partitions, for the Murmur2 partitioner
 }
 
-var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch"}
+var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch", "wrong_partition"}
 
 // A shard holds the throttles of the customers whose hash ends in its index.
 type shard struct {
@@ -201,6 +213,7 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 	t.now.Store(t.cfg.clock().UnixNano())
 	t.filter.Store(new(filter))
 	o.onCaughtUpHook = t.publish
+	o.onPartitions = t.repartition
 	f, err := newFollower(kc, topic, t.apply, o)
 	if err != nil {
 		return nil, fmt.Errorf("new table: %w", err)
@@ -313,7 +326,8 @@ type TableStats struct {
 	Fresh      bool
 	Active     int
 	Partitions []PartitionProgress
-	// Poison counts skipped records by reason: bad_magic, truncated, unknown_schema,
+	// Poison counts skipped records by reason: wrong_partition (see apply), bad_magic,
+	// truncated, unknown_schema,
 	// bad_body, invalid, key_mismatch.
 	Poison map[string]int64
 	// RegistryRetries counts attempts to decode a record that failed because the
@@ -369,10 +383,22 @@ func (f *filter) add(h uint64) {
 // upserts, a tombstone deletes (unless it is a stale expiry tombstone), a poison record
 // is counted and skipped, and a record whose schema cannot be fetched right now is
 // retried by the Follower.
+//
+// A key counts on one partition only: the one the Murmur2 partitioner (the Publisher's,
+// and every Java client's) gives it under the topic's current partition count. A record
+// on another partition (a producer with another partitioner) is counted as poison
+// (wrong_partition) and skipped, so a replica that followed live and one rebuilt from
+// zero end with the same answer whatever order they read the partitions in.
 func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 	now := t.cfg.clock()
 	customer := string(msg.Key)
 	ch := Change{Customer: customer, Age: now.Sub(msg.Time), Partition: msg.Partition, Offset: msg.Offset, Rebuilding: !t.Ready()}
+	t.partsMu.RLock()
+	defer t.partsMu.RUnlock()
+	if home := t.home(msg.Key); home != msg.Partition {
+		t.skip(msg, "wrong_partition", fmt.Errorf("key belongs to partition %d of %d", home, len(t.parts)), ch)
+		return nil
+	}
 
 	if msg.Value == nil { // a tombstone: never handed to the decoder
 		expires := headerValue(msg, HeaderExpires)
@@ -435,7 +461,8 @@ func (t *Table) skip(msg kafka.Message, reason string, err error, ch Change) {
 	t.log.Warn("skipping poison throttle record",
 		zap.Int("partition", msg.Partition), zap.Int64("offset", msg.Offset),
 		zap.ByteString("customer", msg.Key), zap.String("reason", reason), zap.Error(err))
-	if cur, ok := t.held(ch.Customer); ok {
+	// A record on a partition the key does not belong to cannot hide the throttle.
+	if cur, ok := t.held(ch.Customer); ok && reason != "wrong_partition" {
 		ch.Kind, ch.Record = ChangePoisoned, cur
 		t.notify(ch)
 	}
@@ -546,6 +573,63 @@ func (t *Table) rebuildFilter() {
 		s.mu.Unlock()
 	}
 	t.filter.Store(f)
+}
+
+// home is the partition a key belongs to. The caller holds partsMu.
+func (t *Table) home(key []byte) int {
+	if len(t.parts) == 0 {
+		return -1
+	}
+	return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: key}, t.parts...)
+}
+
+// repartition takes the topic's partition count, before any record of a new partition is
+// read. Throttles whose key now belongs to another partition no longer count: they are
+// dropped and reported (ChangeMoved), as a table rebuilt from zero would not hold them.
+func (t *Table) repartition(n int) {
+	t.partsMu.Lock()
+	defer t.partsMu.Unlock()
+	if n == len(t.parts) {
+		return
+	}
+	old := t.parts
+	t.parts = make([]int, n)
+	for i := range t.parts {
+		t.parts[i] = i
+	}
+	if len(old) == 0 {
+		return
+	}
+	var moved []Record
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		st := s.current()
+		var gone []Record
+		var hashes []uint32
+		for j := range st.all() {
+			c := st.customer(j)
+			if t.home([]byte(c)) != (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(c)}, old...) {
+				gone = append(gone, st.rule(j).Record(c))
+				hashes = append(hashes, st.slots[j].hash)
+			}
+		}
+		if len(gone) > 0 {
+			s.update(func(st *slotTable) *slotTable {
+				for k, r := range gone {
+					st.remove(hashes[k], r.Customer)
+				}
+				return st
+			})
+		}
+		s.mu.Unlock()
+		moved = append(moved, gone...)
+	}
+	t.log.Warn("partitions added to the throttle topic: throttles whose key moved to another partition no longer count until written again",
+		zap.Int("partitions_before", len(old)), zap.Int("partitions", n), zap.Int("throttles_moved", len(moved)))
+	for _, r := range moved {
+		t.notify(Change{Kind: ChangeMoved, Customer: r.Customer, Record: r, Offset: -1, Rebuilding: !t.Ready()})
+	}
 }
 
 // publish hands the tables built while rebuilding to readers. It runs once, when the

@@ -19,6 +19,7 @@ type fixture struct {
 	s     *throttletest.Stack
 	topic string
 	codec *throttle.Codec
+	parts int
 }
 
 func newFixture(t *testing.T, partitions int, opts throttletest.Options) *fixture {
@@ -26,7 +27,7 @@ func newFixture(t *testing.T, partitions int, opts throttletest.Options) *fixtur
 	s := throttletest.Start(t, opts)
 	topic := "throttles-" + sanitize(t.Name())
 	s.CreateTopic(t, topic, partitions)
-	return &fixture{t: t, s: s, topic: topic, codec: s.Codec(t, topic)}
+	return &fixture{t: t, s: s, topic: topic, codec: s.Codec(t, topic), parts: partitions}
 }
 
 func sanitize(name string) string {
@@ -55,6 +56,29 @@ func (f *fixture) msg(partition int, r throttle.Record) kafka.Message {
 		f.t.Fatal(err)
 	}
 	return kafka.Message{Partition: partition, Key: throttle.Key(r.Customer), Value: b}
+}
+
+// home is msg on the partition the record's key belongs to.
+func (f *fixture) home(r throttle.Record) kafka.Message { return f.msg(home(r.Customer, f.parts), r) }
+
+// homeTomb is a tombstone on the partition the customer's key belongs to.
+func (f *fixture) homeTomb(customer string) kafka.Message {
+	return tomb(home(customer, f.parts), customer)
+}
+
+// customerOn returns the i-th customer id whose key belongs to partition p of n.
+func customerOn(t *testing.T, p, n, i int) string {
+	for j := range 100000 {
+		c := fmt.Sprintf("c-%d", j)
+		if home(c, n) == p {
+			if i == 0 {
+				return c
+			}
+			i--
+		}
+	}
+	t.Fatal("no such customer id")
+	return ""
 }
 
 func tomb(partition int, customer string) kafka.Message {
@@ -142,10 +166,11 @@ func TestTableZeroRecords(t *testing.T) {
 func TestTableEmptyPartitions(t *testing.T) {
 	f := newFixture(t, 4, throttletest.Options{})
 	// Only partition 2 has records; 0, 1 and 3 are empty and must count as caught up.
-	f.put(f.msg(2, rec("acme", 5, time.Hour)), f.msg(2, rec("globex", 7, time.Hour)))
+	a, b := customerOn(t, 2, 4, 0), customerOn(t, 2, 4, 1)
+	f.put(f.msg(2, rec(a, 5, time.Hour)), f.msg(2, rec(b, 7, time.Hour)))
 	tb := f.run()
-	wantLimit(t, tb, "acme", 5)
-	wantLimit(t, tb, "globex", 7)
+	wantLimit(t, tb, a, 5)
+	wantLimit(t, tb, b, 7)
 }
 
 func TestTableRebuildCompactedWithGaps(t *testing.T) {
@@ -153,23 +178,30 @@ func TestTableRebuildCompactedWithGaps(t *testing.T) {
 	f := newFixture(t, 2, throttletest.Options{})
 	// Many versions per key, then tombstones, so compaction leaves gaps of offsets.
 	for v := int64(1); v <= 5; v++ {
-		f.put(f.msg(0, rec("acme", v, time.Hour)), f.msg(0, rec("globex", 10+v, time.Hour)), f.msg(1, rec("initech", 20+v, time.Hour)))
+		f.put(f.home(rec("acme", v, time.Hour)), f.home(rec("globex", 10+v, time.Hour)), f.home(rec("initech", 20+v, time.Hour)))
 	}
-	f.put(f.msg(0, rec("hooli", 1, time.Hour)), tomb(0, "hooli"), f.msg(1, rec("umbrella", 3, time.Hour)))
-	f.put(f.msg(0, rec("acme", 99, time.Hour))) // keeps the tail batch the newest acme
+	f.put(f.home(rec("hooli", 1, time.Hour)), f.homeTomb("hooli"), f.home(rec("umbrella", 3, time.Hour)))
+	// On partition 0: z survives, a's first version goes, b survives: a gap between z and b.
+	z, a, b := customerOn(t, 0, 2, 0), customerOn(t, 0, 2, 1), customerOn(t, 0, 2, 2)
+	f.put(f.msg(0, rec(z, 1, time.Hour)), f.msg(0, rec(a, 1, time.Hour)), f.msg(0, rec(b, 1, time.Hour)), f.msg(0, rec(a, 2, time.Hour)))
+	f.put(f.home(rec("acme", 99, time.Hour))) // keeps the tail batch the newest acme
 	before := f.s.Cluster()
 	before.Compact()
 
-	// The log now has gaps: read partition 0 raw and check offsets jump.
-	offsets := rawOffsets(t, f, 0)
+	// The log now has gaps: read the partitions raw and check offsets jump.
 	gap := false
-	for i := 1; i < len(offsets); i++ {
-		if offsets[i] != offsets[i-1]+1 {
-			gap = true
+	var all [][]int64
+	for p := range 2 {
+		offsets := rawOffsets(t, f, p)
+		all = append(all, offsets)
+		for i := 1; i < len(offsets); i++ {
+			if offsets[i] != offsets[i-1]+1 {
+				gap = true
+			}
 		}
 	}
 	if !gap {
-		t.Fatalf("got contiguous offsets %v after compaction, want gaps", offsets)
+		t.Fatalf("got contiguous offsets %v after compaction, want gaps", all)
 	}
 
 	tb := f.run()
@@ -178,8 +210,9 @@ func TestTableRebuildCompactedWithGaps(t *testing.T) {
 	wantLimit(t, tb, "initech", 25)
 	wantLimit(t, tb, "umbrella", 3)
 	wantLimit(t, tb, "hooli", -1)
-	if got := len(tb.Active()); got != 4 {
-		t.Fatalf("got %d active, want 4", got)
+	wantLimit(t, tb, a, 2)
+	if got := len(tb.Active()); got != 7 {
+		t.Fatalf("got %d active, want 7", got)
 	}
 }
 
@@ -256,7 +289,7 @@ func TestTableNeverReadyBeforeEnd(t *testing.T) {
 	f := newFixture(t, 2, throttletest.Options{})
 	var msgs []kafka.Message
 	for i := range 100 {
-		msgs = append(msgs, f.msg(i%2, rec(fmt.Sprintf("c%03d", i), int64(i), time.Hour)))
+		msgs = append(msgs, f.home(rec(fmt.Sprintf("c%03d", i), int64(i), time.Hour)))
 	}
 	f.put(msgs...)
 	gate := make(chan struct{})
@@ -386,7 +419,7 @@ func TestTableExpiryWithoutTombstone(t *testing.T) {
 
 func TestTableBrokerRestartMidTail(t *testing.T) {
 	f := newFixture(t, 2, throttletest.Options{DataDir: t.TempDir()})
-	f.put(f.msg(0, rec("acme", 1, time.Hour)), f.msg(1, rec("globex", 2, time.Hour)))
+	f.put(f.home(rec("acme", 1, time.Hour)), f.home(rec("globex", 2, time.Hour)))
 	var mu sync.Mutex
 	seen := map[string]int{}
 	tb := f.run(throttle.WithObserver(func(c throttle.Change) {
@@ -401,7 +434,7 @@ func TestTableBrokerRestartMidTail(t *testing.T) {
 	if err := f.s.StartBroker(); err != nil {
 		t.Fatal(err)
 	}
-	f.put(f.msg(0, rec("acme", 10, time.Hour)), f.msg(1, rec("initech", 3, time.Hour)))
+	f.put(f.home(rec("acme", 10, time.Hour)), f.home(rec("initech", 3, time.Hour)))
 	eventually(t, "records after restart", func() bool {
 		r, ok := tb.Lookup("acme")
 		_, ok2 := tb.Lookup("initech")
@@ -431,8 +464,9 @@ func TestTablePartitionAdded(t *testing.T) {
 		t.Fatalf("create partitions: %v %v", err, resp.Errors)
 	}
 	eventually(t, "added partitions tracked", func() bool { return len(tb.Stats().Partitions) == 3 })
-	f.put(f.msg(2, rec("globex", 2, time.Hour)))
-	eventually(t, "record on the added partition", func() bool { _, ok := tb.Lookup("globex"); return ok })
+	c := customerOn(t, 2, 3, 0)
+	f.put(f.msg(2, rec(c, 2, time.Hour)))
+	eventually(t, "record on the added partition", func() bool { _, ok := tb.Lookup(c); return ok })
 	if p := tb.Stats().Partitions[2]; p.Position != 1 {
 		t.Fatalf("partition 2: got position %d, want 1", p.Position)
 	}

@@ -72,7 +72,7 @@ func (c *Cluster) serving(ctx context.Context) error {
 		want[i] = int32(n.id)
 	}
 	for _, n := range running {
-		meta, err := nodeMetadata(ctx, n.addr())
+		meta, err := nodeMetadata(ctx, n.addr(), []string{})
 		if err != nil {
 			return fmt.Errorf("node %d: %w", n.id, err)
 		}
@@ -90,8 +90,10 @@ func (c *Cluster) serving(ctx context.Context) error {
 }
 
 // nodeMetadata asks the broker at addr itself (not whichever broker a client prefers)
-// for the cluster's metadata, without topics.
-func nodeMetadata(ctx context.Context, addr string) (*kmsg.MetadataResponse, error) {
+// for the metadata of topics: none when topics is empty, every topic when it is nil.
+// Each broker applies the controller's changes on its own, a moment apart, so the
+// waits ask every node.
+func nodeMetadata(ctx context.Context, addr string, topics []string) (*kmsg.MetadataResponse, error) {
 	cl, err := client(addr)
 	if err != nil {
 		return nil, err
@@ -100,7 +102,12 @@ func nodeMetadata(ctx context.Context, addr string) (*kmsg.MetadataResponse, err
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req := kmsg.NewPtrMetadataRequest()
-	req.Topics = []kmsg.MetadataRequestTopic{}
+	if topics != nil {
+		req.Topics = make([]kmsg.MetadataRequestTopic, len(topics))
+		for i, t := range topics {
+			req.Topics[i].Topic = kmsg.StringPtr(t)
+		}
+	}
 	resp, err := cl.SeedBrokers()[0].Request(rctx, req)
 	if err != nil {
 		return nil, err
@@ -108,28 +115,23 @@ func nodeMetadata(ctx context.Context, addr string) (*kmsg.MetadataResponse, err
 	return resp.(*kmsg.MetadataResponse), nil
 }
 
-// metadata asks any running node for the metadata of topics (every topic when nil).
-func (c *Cluster) metadata(ctx context.Context, topics ...string) (*kmsg.MetadataResponse, error) {
-	var seeds []string
-	for _, n := range c.runningNodes() {
-		seeds = append(seeds, n.addr())
+// everyNode calls check with the metadata of topics (see nodeMetadata) as each running
+// node sees it, and returns the first error.
+func (c *Cluster) everyNode(ctx context.Context, topics []string, check func(*kmsg.MetadataResponse) error) error {
+	running := c.runningNodes()
+	if len(running) == 0 {
+		return errors.New("no kafka node is running")
 	}
-	if len(seeds) == 0 {
-		return nil, errors.New("no kafka node is running")
-	}
-	cl, err := client(seeds...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	req := kmsg.NewPtrMetadataRequest()
-	if topics != nil {
-		req.Topics = make([]kmsg.MetadataRequestTopic, len(topics))
-		for i, t := range topics {
-			req.Topics[i].Topic = kmsg.StringPtr(t)
+	for _, n := range running {
+		meta, err := nodeMetadata(ctx, n.addr(), topics)
+		if err != nil {
+			return fmt.Errorf("node %d: %w", n.id, err)
+		}
+		if err := check(meta); err != nil {
+			return fmt.Errorf("node %d: %w", n.id, err)
 		}
 	}
-	return req.RequestWith(ctx, cl)
+	return nil
 }
 
 // WaitLeaders waits until every partition of topic (of every topic, internal ones
@@ -151,43 +153,46 @@ func (c *Cluster) WaitLeaders(ctx context.Context, topic string, isr int) error 
 }
 
 func (c *Cluster) leadersReady(ctx context.Context, topic string, isr int) error {
-	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	var topics []string
+	var topics []string // every topic
 	if topic != "" {
 		topics = []string{topic}
 	}
-	meta, err := c.metadata(rctx, topics...)
-	if err != nil {
-		return err
-	}
-	if topic != "" && len(meta.Topics) != 1 {
-		return fmt.Errorf("metadata of %s: %d topics", topic, len(meta.Topics))
-	}
-	for _, t := range meta.Topics {
-		name := deref(t.Topic)
-		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-			return fmt.Errorf("metadata of %s: %w", name, err)
+	return c.everyNode(ctx, topics, func(meta *kmsg.MetadataResponse) error {
+		if topic != "" && len(meta.Topics) != 1 {
+			return fmt.Errorf("metadata of %s: %d topics", topic, len(meta.Topics))
 		}
-		if len(t.Partitions) == 0 {
-			return fmt.Errorf("metadata of %s: no partitions", name)
-		}
-		for _, p := range t.Partitions {
-			if p.Leader < 0 || !c.Running(int(p.Leader)) {
-				return fmt.Errorf("%s/%d: leader %d is not a running node", name, p.Partition, p.Leader)
+		for _, t := range meta.Topics {
+			if err := c.partitionsLed(t, isr); err != nil {
+				return err
 			}
-			want := isr
-			if want <= 0 {
-				want = 0
-				for _, r := range p.Replicas {
-					if c.Running(int(r)) {
-						want++
-					}
+		}
+		return nil
+	})
+}
+
+func (c *Cluster) partitionsLed(t kmsg.MetadataResponseTopic, isr int) error {
+	name := deref(t.Topic)
+	if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+		return fmt.Errorf("metadata of %s: %w", name, err)
+	}
+	if len(t.Partitions) == 0 {
+		return fmt.Errorf("metadata of %s: no partitions", name)
+	}
+	for _, p := range t.Partitions {
+		if p.Leader < 0 || !c.Running(int(p.Leader)) {
+			return fmt.Errorf("%s/%d: leader %d is not a running node", name, p.Partition, p.Leader)
+		}
+		want := isr
+		if want <= 0 {
+			want = 0
+			for _, r := range p.Replicas {
+				if c.Running(int(r)) {
+					want++
 				}
 			}
-			if len(p.ISR) < want {
-				return fmt.Errorf("%s/%d: in-sync replicas %v, want %d", name, p.Partition, p.ISR, want)
-			}
+		}
+		if len(p.ISR) < want {
+			return fmt.Errorf("%s/%d: in-sync replicas %v, want %d", name, p.Partition, p.ISR, want)
 		}
 	}
 	return nil
@@ -261,9 +266,14 @@ func groupPerPartition(n int) []string {
 	return out
 }
 
-// Leader returns the node that leads partition of topic.
+// Leader returns the node that leads partition of topic, as the first running node
+// sees it (after WaitLeaders, every node agrees).
 func (c *Cluster) Leader(ctx context.Context, topic string, partition int) (int, error) {
-	meta, err := c.metadata(ctx, topic)
+	running := c.runningNodes()
+	if len(running) == 0 {
+		return 0, fmt.Errorf("leader of %s/%d: no kafka node is running", topic, partition)
+	}
+	meta, err := nodeMetadata(ctx, running[0].addr(), []string{topic})
 	if err != nil {
 		return 0, fmt.Errorf("leader of %s/%d: %w", topic, partition, err)
 	}
@@ -292,23 +302,26 @@ func (c *Cluster) Reset(ctx context.Context) error {
 	if err := deleteGroups(ctx, cl); err != nil {
 		return err
 	}
-	if err := deleteTopics(ctx, cl); err != nil {
+	if err := c.deleteTopics(ctx, cl); err != nil {
 		return err
 	}
 	return c.resetBrokerDefaults(ctx, cl)
 }
 
-func deleteTopics(ctx context.Context, cl *kgo.Client) error {
+func (c *Cluster) deleteTopics(ctx context.Context, cl *kgo.Client) error {
 	for {
-		meta, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl)
+		var names []string
+		err := c.everyNode(ctx, nil, func(meta *kmsg.MetadataResponse) error {
+			for _, t := range meta.Topics {
+				name := deref(t.Topic)
+				if !t.IsInternal && !strings.HasPrefix(name, "__") && !slices.Contains(names, name) {
+					names = append(names, name)
+				}
+			}
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("list topics: %w", err)
-		}
-		var names []string
-		for _, t := range meta.Topics {
-			if t.Topic != nil && !t.IsInternal && !strings.HasPrefix(*t.Topic, "__") {
-				names = append(names, *t.Topic)
-			}
 		}
 		if len(names) == 0 {
 			return nil
@@ -328,7 +341,8 @@ func deleteTopics(ctx context.Context, cl *kgo.Client) error {
 				return fmt.Errorf("delete topic %v: %w", deref(t.Topic), err)
 			}
 		}
-		// Listed again: a broker's metadata can still show a topic the controller deleted.
+		// Listed again until no node shows them: a node applies the deletion a moment
+		// after the controller (it then answers UNKNOWN_TOPIC_OR_PARTITION, ignored above).
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("delete topics %v: %w", names, ctx.Err())

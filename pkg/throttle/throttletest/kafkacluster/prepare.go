@@ -134,7 +134,7 @@ func (c *Cluster) classArchive(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
-		if meta, err := nodeMetadata(ctx, n.addr()); err == nil && len(meta.Brokers) == 1 {
+		if meta, err := nodeMetadata(ctx, n.addr(), []string{}); err == nil && len(meta.Brokers) == 1 {
 			break
 		}
 		select {
