@@ -191,7 +191,7 @@ func ingestionMetrics(t *testing.T) map[string]deploycheck.Metric {
 	kinds := []string{
 		throttle.ChangeSet.String(), throttle.ChangeLifted.String(),
 		throttle.ChangeExpired.String(), throttle.ChangeStaleTombstone.String(),
-		throttle.ChangePoisoned.String(),
+		throttle.ChangePoisoned.String(), throttle.ChangeMoved.String(),
 	}
 	for _, k := range kinds {
 		m.ThrottleChanged(k, time.Millisecond, false)
@@ -199,7 +199,7 @@ func ingestionMetrics(t *testing.T) map[string]deploycheck.Metric {
 	m.WatchTable(func() tableview.Stats {
 		return tableview.Stats{
 			Ready: true, Fresh: true, Active: 1,
-			Partitions: []tableview.Partition{{Partition: 0, Position: 1, End: 1, HighWatermark: 1, CaughtUp: true}},
+			Partitions: []tableview.Partition{{Partition: 0, Position: 1, End: 1, HighWatermark: 1, CaughtUp: true, Waiting: true, WaitingOffset: 1}},
 			Poison:     map[string]int64{"bad_magic": 1},
 		}
 	})

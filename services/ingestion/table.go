@@ -52,6 +52,7 @@ func (a tableAdapter) Stats() tableview.Stats {
 	for _, p := range s.Partitions {
 		out.Partitions = append(out.Partitions, tableview.Partition{
 			Partition: p.Partition, Position: p.Position, End: p.End, HighWatermark: p.HighWatermark, CaughtUp: p.CaughtUp,
+			Waiting: p.Waiting >= 0, WaitingOffset: p.Waiting, SkippedOffsets: p.SkippedOffsets,
 		})
 	}
 	return out

@@ -144,7 +144,9 @@ var (
 	descActive = prometheus.NewDesc("sluice_ingestion_active_throttles", "Active throttles in this replica's table.", nil, nil)
 	descLag    = prometheus.NewDesc("sluice_ingestion_table_lag_records", "Offsets between the table's position and the high watermark, per partition.", []string{"partition"}, nil)
 	descPoison = prometheus.NewDesc("sluice_ingestion_poison_records_total", "Throttle records skipped because they can never be decoded, by reason.", []string{"reason"}, nil)
-	tableDescs = []*prometheus.Desc{descReady, descFresh, descActive, descLag, descPoison}
+	descWait   = prometheus.NewDesc("sluice_ingestion_table_waiting_offset", "Offset of the record a partition is held at because its schema cannot be fetched yet (registry away); absent while nothing waits.", []string{"partition"}, nil)
+	descSkip   = prometheus.NewDesc("sluice_ingestion_table_skipped_offsets_total", "Offsets retention or DeleteRecords removed below the log start before the table read them, per partition.", []string{"partition"}, nil)
+	tableDescs = []*prometheus.Desc{descReady, descFresh, descActive, descLag, descPoison, descWait, descSkip}
 )
 
 func boolToFloat(b bool) float64 {
@@ -166,7 +168,12 @@ func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFresh, prometheus.GaugeValue, boolToFloat(s.Fresh))
 	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(s.Active))
 	for _, p := range s.Partitions {
-		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(p.Lag()), strconv.Itoa(p.Partition))
+		part := strconv.Itoa(p.Partition)
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(p.Lag()), part)
+		ch <- prometheus.MustNewConstMetric(descSkip, prometheus.CounterValue, float64(p.SkippedOffsets), part)
+		if p.Waiting {
+			ch <- prometheus.MustNewConstMetric(descWait, prometheus.GaugeValue, float64(p.WaitingOffset), part)
+		}
 	}
 	for reason, n := range s.Poison {
 		ch <- prometheus.MustNewConstMetric(descPoison, prometheus.CounterValue, float64(n), reason)

@@ -41,6 +41,11 @@ type Partition struct {
 	End           int64 // the end offset to reach to count as caught up (taken at start)
 	HighWatermark int64
 	CaughtUp      bool
+	// Waiting says the partition is held at the record at WaitingOffset until its schema
+	// can be fetched (the registry is away).
+	Waiting        bool
+	WaitingOffset  int64
+	SkippedOffsets int64 // offsets removed below the log start before they were read
 }
 
 // Lag is how many offsets the partition is behind its high watermark.
