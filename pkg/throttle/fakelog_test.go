@@ -1,6 +1,7 @@
 package throttle_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -50,6 +51,7 @@ type fakeBatch struct {
 	abort      bool // with control: an abort marker
 	producer   int64
 	txn        bool
+	codec      kafka.Compression // records compressed as another producer may send them
 }
 
 type fakeRec struct {
@@ -170,6 +172,15 @@ func (l *fakeLog) batch(p *fakePart, recs []fakeRec, gap int64) *fakeBatch {
 		b.last = b.base
 	}
 	return b
+}
+
+// appendCompressed is appendBatch with the records compressed with codec.
+func (l *fakeLog) appendCompressed(part int, codec kafka.Compression, recs []fakeRec, gap int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.batch(l.parts[part], recs, gap)
+	b.codec = codec
+	l.push(l.parts[part], b)
 }
 
 // appendTxn writes recs as one transactional batch of producer, then its marker, at
@@ -419,6 +430,17 @@ func (b *fakeBatch) encode() []byte {
 		recs, nrec = kr.AppendTo(nil), 1
 	}
 	var attrs int16
+	if b.codec != 0 {
+		var buf bytes.Buffer
+		w := b.codec.Codec().NewWriter(&buf)
+		if _, err := w.Write(recs); err != nil {
+			panic(err)
+		}
+		if err := w.Close(); err != nil {
+			panic(err)
+		}
+		recs, attrs = buf.Bytes(), int16(b.codec)
+	}
 	if b.txn {
 		attrs |= 0x10
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
@@ -88,6 +90,14 @@ func TestReadsEveryBatchShape(t *testing.T) {
 			f.log.appendBatch(0, []fakeRec{f.set("globex", 2)}, 0)
 			f.log.appendTxn(0, 8, []fakeRec{f.set("initech", 3)}, true)
 		}, want{limits: map[string]int64{"acme": 1, "evil": -1, "globex": 2, "initech": 3}}},
+		{"compressed batches from other producers, with compacted tails", func(f *shapeFixture) {
+			for i, codec := range []kafka.Compression{kafka.Gzip, kafka.Snappy, kafka.Lz4, kafka.Zstd} {
+				f.log.appendCompressed(0, codec, []fakeRec{f.set(fmt.Sprintf("z%d", i), int64(i)), lift("gone"), f.set("acme", int64(i))}, 0)
+				f.log.roll(0)
+				f.log.appendCompressed(0, codec, []fakeRec{f.set(fmt.Sprintf("tail%d", i), int64(i))}, 9) // ends past its last record
+				f.log.roll(0)
+			}
+		}, want{limits: map[string]int64{"z0": 0, "z1": 1, "z2": 2, "z3": 3, "tail3": 3, "acme": 3, "gone": -1}}},
 		{"a zero-length value is poison, not a tombstone", func(f *shapeFixture) {
 			f.log.appendBatch(0, []fakeRec{f.set("acme", 1)}, 0)
 			f.log.appendBatch(0, []fakeRec{{key: []byte("acme"), value: []byte{}}}, 0)

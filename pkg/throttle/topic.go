@@ -86,9 +86,11 @@ func (s TopicSpec) Configs(rf int) map[string]string {
 		"segment.ms":            ms(s.SegmentMs),
 		"max.compaction.lag.ms": ms(s.MaxCompactionLag),
 		"min.compaction.lag.ms": ms(s.MinCompactionLag),
-		// Uncompressed on purpose: kafka-go's reader can loop forever on a compressed
-		// batch whose tail records were compacted away (segmentio/kafka-go #1416, #874,
-		// #1393; fix #1411 unmerged). Throttle records are small and few.
+		// The broker stores every batch uncompressed, whatever a producer sends: the
+		// records are small and few, and other teams' readers of this source of truth may
+		// use kafka-go's Reader, which can loop on a compressed batch whose tail was
+		// compacted (segmentio/kafka-go #1416, #874, #1393). Sluice's own read loop reads
+		// compressed batches too, for topics created with another setting.
 		"compression.type": "uncompressed",
 		// A leader that was not in sync could lose acknowledged throttles.
 		"unclean.leader.election.enable": "false",
