@@ -27,13 +27,13 @@ func benchRecords() int {
 	return 1_000_000
 }
 
-// BenchmarkRebuild compares a Table's rebuild (decode, validate, apply) with reading the
-// same topic raw with kafka-go readers (no decode, no map), in the same run.
-func BenchmarkRebuild(b *testing.B) {
+// rebuildTopic writes the rebuild benchmarks' topic: benchRecords() records over a
+// tenth as many customers, six partitions.
+func rebuildTopic(b *testing.B) (s *throttletest.Stack, topic string, partitions, customers int) {
 	n := benchRecords()
-	customers := n / 10
-	s := throttletest.Start(b, throttletest.Options{})
-	const topic, partitions = "bench-rebuild", 6
+	customers = n / 10
+	s = throttletest.Start(b, throttletest.Options{})
+	topic, partitions = "bench-rebuild", 6
 	s.CreateTopic(b, topic, partitions)
 	codec := s.Codec(b, topic)
 	now := time.Now().UTC().Truncate(time.Millisecond)
@@ -56,52 +56,89 @@ func BenchmarkRebuild(b *testing.B) {
 		}
 	}
 	_ = w.Close()
+	return s, topic, partitions, customers
+}
 
+// rebuildRaw reads the topic with kafka-go readers (no decode, no table) and returns
+// records/s.
+func rebuildRaw(b *testing.B, s *throttletest.Stack, topic string, partitions int) float64 {
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := range partitions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			readRaw(b, s.Brokers(), topic, p)
+		}()
+	}
+	wg.Wait()
+	return float64(benchRecords()) / time.Since(start).Seconds()
+}
+
+// rebuildTable rebuilds a Table from the topic and returns records/s and the heap the
+// table keeps per throttle.
+func rebuildTable(b *testing.B, s *throttletest.Stack, topic string, customers int) (perSec, heapPer float64) {
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	tb, err := throttle.NewTable(s.Kafka(), topic, s.Codec(b, topic))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = tb.Run(ctx); close(done) }()
+	if err := tb.WaitReady(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	cancel()
+	<-done // readers closed: what remains on the heap is the table
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if active := tb.Stats().Active; active != customers {
+		b.Fatalf("got %d active throttles, want %d", active, customers)
+	}
+	runtime.KeepAlive(tb)
+	return float64(benchRecords()) / elapsed.Seconds(), float64(after.HeapAlloc-before.HeapAlloc) / float64(customers)
+}
+
+// BenchmarkRebuild compares a Table's rebuild (decode, validate, apply) with reading the
+// same topic raw with kafka-go readers (no decode, no map), in the same run.
+func BenchmarkRebuild(b *testing.B) {
+	s, topic, partitions, customers := rebuildTopic(b)
 	b.Run("raw-kafka-go", func(b *testing.B) {
 		for b.Loop() {
-			start := time.Now()
-			var wg sync.WaitGroup
-			for p := range partitions {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					readRaw(b, s.Brokers(), topic, p)
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
+			b.ReportMetric(rebuildRaw(b, s, topic, partitions), "records/s")
 		}
 	})
 	b.Run("table", func(b *testing.B) {
 		for b.Loop() {
-			runtime.GC()
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			start := time.Now()
-			tb, err := throttle.NewTable(s.Kafka(), topic, s.Codec(b, topic))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = tb.Run(ctx); close(done) }()
-			if err := tb.WaitReady(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			elapsed := time.Since(start)
-			cancel()
-			<-done // readers closed: what remains on the heap is the table
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			active := tb.Stats().Active
-			if active != customers {
-				b.Fatalf("got %d active throttles, want %d", active, customers)
-			}
-			b.ReportMetric(float64(n)/elapsed.Seconds(), "records/s")
-			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(active), "heap-B/throttle")
-			runtime.KeepAlive(tb)
+			perSec, heapPer := rebuildTable(b, s, topic, customers)
+			b.ReportMetric(perSec, "records/s")
+			b.ReportMetric(heapPer, "heap-B/throttle")
 		}
 	})
+}
+
+// BenchmarkRebuildRatio runs the two arms of BenchmarkRebuild in turns, so both see the
+// same machine, and reports the median of the table's records/s over raw's for seven
+// pairs (run it with -benchtime 1x).
+func BenchmarkRebuildRatio(b *testing.B) {
+	s, topic, partitions, customers := rebuildTopic(b)
+	for b.Loop() {
+		var ratios []float64
+		for range 7 {
+			raw := rebuildRaw(b, s, topic, partitions)
+			table, _ := rebuildTable(b, s, topic, customers)
+			ratios = append(ratios, table/raw)
+			b.Logf("table %.0f records/s, raw %.0f records/s: %.0f%%", table, raw, 100*table/raw)
+		}
+		sort.Float64s(ratios)
+		b.ReportMetric(100*ratios[len(ratios)/2], "median-%-of-raw")
+		b.ReportMetric(100*ratios[0], "min-%-of-raw")
+	}
 }
 
 // readRaw reads a partition from its first offset to the end offset it had at start.

@@ -117,10 +117,15 @@ func batchBase(b protocol.RecordReader) int64 {
 // with backoff at the same position; nothing is passed over on any path.
 func (f *Follower) readPartition(ctx context.Context, p *partition, log *zap.Logger) {
 	r := newPartReader(f.kc, f.topic, p.id)
-	defer func() { r.close() }()
+	var ahead *prefetch
+	defer func() {
+		ahead.discard()
+		r.close()
+	}()
 	backoff := f.cfg.backoffMin
 	for ctx.Err() == nil {
-		err := f.readOnce(ctx, r, p, log)
+		var err error
+		ahead, err = f.readOnce(ctx, r, p, ahead, log)
 		if err == nil {
 			backoff = f.cfg.backoffMin
 			continue
@@ -160,14 +165,68 @@ func isLeaderError(err error) bool {
 	return !errors.As(err, &ke) // a network error: the broker may be gone for good
 }
 
-// readOnce fetches at the position and applies what the answer holds, moving the position
-// as the invariant at the top of this file allows.
-func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, log *zap.Logger) error {
+// prefetch is a fetch started at the offset the position will reach once the records in
+// hand are applied, so the broker's answer and the applying overlap. It is only data: the
+// position moves when its records are applied, as for any fetch.
+type prefetch struct {
+	offset int64
+	done   chan struct{}
+	res    *fetchAPI.ResponsePartition
+	err    error
+	cancel context.CancelFunc
+}
+
+func (f *Follower) startFetch(ctx context.Context, r *partReader, offset int64) *prefetch {
+	ctx, cancel := context.WithCancel(ctx)
+	pf := &prefetch{offset: offset, done: make(chan struct{}), cancel: cancel}
+	go func() { // owned by the partition's loop: it waits for it (take or discard)
+		defer close(pf.done)
+		pf.res, pf.err = r.fetch(ctx, offset, 1, fetchMaxBytes, f.cfg.maxWait)
+	}()
+	return pf
+}
+
+// take returns the prefetched answer if it was fetched at offset; otherwise it discards
+// it and reports false.
+func (pf *prefetch) take(offset int64) (*fetchAPI.ResponsePartition, error, bool) {
+	if pf == nil {
+		return nil, nil, false
+	}
+	if pf.offset != offset {
+		pf.discard()
+		return nil, nil, false
+	}
+	<-pf.done
+	pf.cancel()
+	return pf.res, pf.err, true
+}
+
+func (pf *prefetch) discard() {
+	if pf != nil {
+		pf.cancel()
+		<-pf.done
+	}
+}
+
+// step is one move of the position that an answer allows: apply msg (when apply is set),
+// then move to pos.
+type step struct {
+	msg   kafka.Message
+	apply bool
+	pos   int64
+}
+
+// readOnce fetches at the position (or takes the prefetched answer for it) and applies
+// what the answer holds, moving the position as the invariant at the top of this file
+// allows. It returns the fetch it started for the offset after this answer, if any.
+func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, ahead *prefetch, log *zap.Logger) (*prefetch, error) {
 	start := p.position.Load()
-	pos := start
-	res, err := r.fetch(ctx, pos, 1, fetchMaxBytes, f.cfg.maxWait)
+	res, err, ok := ahead.take(start)
+	if !ok {
+		res, err = r.fetch(ctx, start, 1, fetchMaxBytes, f.cfg.maxWait)
+	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	f.fresh.Store(true)
 	if res.HighWatermark > p.hwm.Load() {
@@ -175,8 +234,48 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, lo
 	}
 	batches := batchesOf(res.RecordSet)
 	if len(batches) == 0 {
-		f.markCaughtUp(p, pos)
-		return nil
+		f.markCaughtUp(p, start)
+		return nil, nil
+	}
+	steps, err := f.plan(p.id, batches, res, start)
+	if err != nil {
+		return nil, err
+	}
+	if len(steps) == 0 {
+		// Nothing at or after the position in what came back: the last batch's range
+		// covers the position and holds no record from it on (an empty batch the cleaner
+		// kept, or a compacted tail). kafka-go does not decode a batch's last offset, so
+		// ask the broker.
+		end, err := f.batchEnd(ctx, r, batchBase(batches[len(batches)-1]), start, res.HighWatermark)
+		if err != nil {
+			return nil, err
+		}
+		f.advance(p, end+1)
+		return nil, nil
+	}
+	next := f.startFetch(ctx, r, steps[len(steps)-1].pos)
+	for _, st := range steps {
+		if st.apply {
+			if err := f.applyWithRetry(ctx, p, st.msg, log); err != nil {
+				return next, err // ctx ended: the position stays on this record
+			}
+		}
+		f.advance(p, st.pos)
+	}
+	return next, nil
+}
+
+// plan walks an answer's batches from start and lists the moves of the position they
+// allow, without applying anything: each record at or after start (to apply unless its
+// transaction was aborted), each transaction marker, and each gap up to the next batch.
+func (f *Follower) plan(part int, batches []protocol.RecordReader, res *fetchAPI.ResponsePartition, start int64) ([]step, error) {
+	var steps []step
+	pos := start
+	move := func(st step) {
+		if st.pos > pos {
+			pos = st.pos
+			steps = append(steps, st)
+		}
 	}
 	aborted := abortedTxns{list: res.AbortedTransactions}
 	for i, b := range batches {
@@ -187,9 +286,7 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, lo
 			if cr, err := b.ReadControlRecord(); err == nil && cr.Type == controlAbort {
 				aborted.end(b.ProducerID)
 			}
-			if b.BaseOffset >= pos {
-				pos = b.BaseOffset + 1
-			}
+			move(step{pos: b.BaseOffset + 1})
 		case *protocol.RecordBatch:
 			drop := aborted.drops(b)
 			for {
@@ -200,40 +297,22 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, lo
 				if rec.Offset < pos {
 					continue // a batch may start before the offset fetched
 				}
-				if !drop {
-					msg, err := f.message(p.id, rec, res.HighWatermark)
-					if err != nil {
-						return err
-					}
-					if err := f.applyWithRetry(ctx, p, msg, log); err != nil {
-						return err // ctx ended: the position stays on this record
+				st := step{pos: rec.Offset + 1, apply: !drop}
+				if st.apply {
+					if st.msg, err = f.message(part, rec, res.HighWatermark); err != nil {
+						return nil, err
 					}
 				}
-				pos = rec.Offset + 1
-				f.advance(p, pos)
+				move(st)
 			}
 		}
 		// The offsets up to the next batch belong to this one or to none: they hold no
 		// record (compaction removed them).
 		if i+1 < len(batches) {
-			if next := batchBase(batches[i+1]); next > pos {
-				pos = next
-			}
+			move(step{pos: batchBase(batches[i+1])})
 		}
-		f.advance(p, pos)
 	}
-	if pos > start {
-		return nil
-	}
-	// Nothing at or after the position in what came back: the last batch's range covers
-	// the position and holds no record from it on (an empty batch the cleaner kept, or a
-	// compacted tail). kafka-go does not decode a batch's last offset, so ask the broker.
-	end, err := f.batchEnd(ctx, r, batchBase(batches[len(batches)-1]), pos, res.HighWatermark)
-	if err != nil {
-		return err
-	}
-	f.advance(p, end+1)
-	return nil
+	return steps, nil
 }
 
 // advance moves the position to pos (never backwards) and records the move.
