@@ -163,6 +163,20 @@ type partition struct {
 	waiting  atomic.Int64 // offset of the record held for a retry of apply, or -1
 	skipped  atomic.Int64 // offsets removed below the log start before they were read
 	stalled  atomic.Bool  // logged as not advancing; cleared when it moves
+	caught   chan struct{} // closed when the position first reaches end
+}
+
+func newPartition(id int, first, end int64) *partition {
+	p := &partition{id: id, end: end, caught: make(chan struct{})}
+	p.position.Store(first)
+	p.waiting.Store(-1)
+	p.hwm.Store(end)
+	p.lastMove.Store(time.Now().UnixNano())
+	if first >= end { // empty: caught up at once, and no message will say so
+		p.caughtUp.Store(true)
+		close(p.caught)
+	}
+	return p
 }
 
 // PartitionProgress is one partition's reading progress.
@@ -280,24 +294,9 @@ func (f *Follower) Run(ctx context.Context) error {
 // discover lists the topic's partitions and starts a reader for each one not yet read,
 // taking its end offset as the point it must reach to count as caught up.
 func (f *Follower) discover(ctx context.Context, cl *kafka.Client, wg *sync.WaitGroup, log *zap.Logger) error {
-	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{f.topic}})
+	ids, err := f.partitionIDs(ctx, cl)
 	if err != nil {
-		return fmt.Errorf("metadata of %s: %w", f.topic, err)
-	}
-	var ids []int
-	for _, t := range meta.Topics {
-		if t.Name != f.topic {
-			continue
-		}
-		if t.Error != nil {
-			return fmt.Errorf("metadata of %s: %w", f.topic, t.Error)
-		}
-		for _, p := range t.Partitions {
-			ids = append(ids, p.ID)
-		}
-	}
-	if len(ids) == 0 {
-		return fmt.Errorf("metadata of %s: topic has no partitions (does it exist?)", f.topic)
+		return err
 	}
 	f.mu.Lock()
 	var fresh []int
@@ -320,15 +319,7 @@ func (f *Follower) discover(ctx context.Context, cl *kafka.Client, wg *sync.Wait
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, id := range fresh {
-		o := offs[id]
-		p := &partition{id: id, end: o.LastOffset}
-		p.position.Store(o.FirstOffset)
-		p.waiting.Store(-1)
-		p.hwm.Store(o.LastOffset)
-		p.lastMove.Store(time.Now().UnixNano())
-		if o.FirstOffset >= o.LastOffset {
-			p.caughtUp.Store(true) // empty: caught up at once, and no message will say so
-		}
+		p := newPartition(id, offs[id].FirstOffset, offs[id].LastOffset)
 		f.parts[id] = p
 		if f.started.Load() && len(f.parts) > len(fresh) {
 			log.Info("partition added to topic", zap.Int("partition", id))
@@ -340,6 +331,31 @@ func (f *Follower) discover(ctx context.Context, cl *kafka.Client, wg *sync.Wait
 		}()
 	}
 	return nil
+}
+
+// partitionIDs lists the topic's partitions.
+func (f *Follower) partitionIDs(ctx context.Context, cl *kafka.Client) ([]int, error) {
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{f.topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", f.topic, err)
+	}
+	var ids []int
+	for _, t := range meta.Topics {
+		if t.Name != f.topic {
+			continue
+		}
+		if t.Error != nil {
+			return nil, fmt.Errorf("metadata of %s: %w", f.topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			ids = append(ids, p.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("metadata of %s: topic has no partitions (does it exist?)", f.topic)
+	}
+	sort.Ints(ids)
+	return ids, nil
 }
 
 // listOffsets returns first and last offsets of the given partitions, failing when any
@@ -410,8 +426,8 @@ func (f *Follower) watch(ctx context.Context, cl *kafka.Client, log *zap.Logger)
 }
 
 func (f *Follower) markCaughtUp(p *partition, pos int64) {
-	if pos >= p.end && !p.caughtUp.Load() {
-		p.caughtUp.Store(true)
+	if pos >= p.end && !p.caughtUp.Swap(true) {
+		close(p.caught)
 		f.checkReady()
 	}
 }

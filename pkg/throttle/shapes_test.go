@@ -133,6 +133,27 @@ func TestReadsEveryBatchShape(t *testing.T) {
 				t.Fatalf("rebuilt: ready at position %d, want >= %d", got, end)
 			}
 			check(rebuilt, "rebuilt")
+
+			// Scan (throttlectl's dump and restore) reads the same records.
+			scanned := map[string]int64{}
+			ranges, err := throttle.Scan(t.Context(), f.s.Kafka(), f.topic, func(m kafka.Message) error {
+				if m.Value == nil {
+					delete(scanned, string(m.Key))
+					return nil
+				}
+				if r, err := f.codec.Decode(m.Value); err == nil {
+					scanned[r.Customer] = r.Limit
+				}
+				return nil
+			})
+			if err != nil || len(ranges) != 1 || ranges[0].End != end {
+				t.Fatalf("scan: got %+v, %v; want one range ending at %d", ranges, err, end)
+			}
+			for c, lim := range tc.want.limits {
+				if got, ok := scanned[c]; ok != (lim >= 0) || (ok && got != lim) {
+					t.Errorf("scan: %s: got %d (found %v), want %d", c, got, ok, lim)
+				}
+			}
 		})
 	}
 }

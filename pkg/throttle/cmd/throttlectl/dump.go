@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -137,7 +136,7 @@ func (s *session) dump(ctx context.Context) error {
 	}
 	var parts []string
 	for _, r := range ranges {
-		parts = append(parts, fmt.Sprintf("%d:%d-%d", r.id, r.first, r.end))
+		parts = append(parts, fmt.Sprintf("%d:%d-%d", r.Partition, r.First, r.End))
 	}
 	fmt.Fprintf(s.stderr, "dumped %d records of topic %s (partition:first-end offsets %s)\n", n, s.topic(), strings.Join(parts, " "))
 	return nil
@@ -151,189 +150,38 @@ func (s *session) scanErr(err error) error {
 	return err
 }
 
-// partRange is the part of a partition a scan reads: from the partition's first offset to
-// the end offset it had when the scan started. Records written later are not read.
-type partRange struct {
-	id         int
-	first, end int64
-}
-
 // scanTopic reads every partition of topic from its first offset up to the end offsets
 // taken at start, in partition order, and hands each record to fn with its value
-// decoded. A record whose schema cannot be fetched because the registry is away is
+// decoded. It reads with throttle.Scan, the read loop every Table uses, so it passes over
+// nothing the log holds (empty and compacted batches, transaction markers and aborted
+// transactions are handled there), and it tells a null value (a tombstone) from an
+// empty one. A record whose schema cannot be fetched because the registry is away is
 // retried until ctx ends, never reported as poison.
-//
-// It fetches with kafka.Client rather than a kafka.Reader because a fetch tells a null
-// value (a tombstone) from an empty one, which the Reader returns alike, and because it
-// can tell that nothing is left below the end offset: compaction leaves gaps, and the
-// records just below the end may be gone.
-func scanTopic(ctx context.Context, kc throttle.KafkaConfig, topic string, codec *throttle.Codec, fn func(entry) error) ([]partRange, error) {
-	cl, done := newClient(kc)
-	defer done()
-	ranges, err := snapshot(ctx, cl, topic)
-	if err != nil {
-		return nil, err
-	}
-	for _, pr := range ranges {
-		if err := scanPartition(ctx, cl, topic, pr, codec, fn); err != nil {
-			return ranges, err
-		}
-	}
-	return ranges, nil
-}
-
-// snapshot lists the topic's partitions with their first and end offsets.
-func snapshot(ctx context.Context, cl *kafka.Client, topic string) ([]partRange, error) {
-	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return nil, fmt.Errorf("metadata of topic %s: %w", topic, err)
-	}
-	var ids []int
-	for _, t := range meta.Topics {
-		if t.Name == topic {
-			for _, p := range t.Partitions {
-				ids = append(ids, p.ID)
-			}
-		}
-	}
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("topic %s does not exist; create it with throttlectl ensure-topic", topic)
-	}
-	slices.Sort(ids)
-	offs, err := listOffsets(ctx, cl, topic, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]partRange, 0, len(ids))
-	for _, id := range ids {
-		out = append(out, partRange{id: id, first: offs[id].FirstOffset, end: offs[id].LastOffset})
-	}
-	return out, nil
-}
-
-// listOffsets returns the first and end offsets of partitions. The first request after
-// a broker restart can fail for some partitions, so those are asked again until ctx ends.
-func listOffsets(ctx context.Context, cl *kafka.Client, topic string, ids []int) (map[int]kafka.PartitionOffsets, error) {
-	backoff := 50 * time.Millisecond
-	for {
-		reqs := make([]kafka.OffsetRequest, 0, 2*len(ids))
-		for _, id := range ids {
-			reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
-		}
-		resp, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+func scanTopic(ctx context.Context, kc throttle.KafkaConfig, topic string, codec *throttle.Codec, fn func(entry) error) ([]throttle.PartitionRange, error) {
+	return throttle.Scan(ctx, kc, topic, func(m kafka.Message) error {
+		e, err := readEntry(ctx, topic, m, codec)
 		if err != nil {
-			return nil, fmt.Errorf("list offsets of topic %s: %w", topic, err)
+			return err
 		}
-		out := map[int]kafka.PartitionOffsets{}
-		var perr error
-		for _, po := range resp.Topics[topic] {
-			if po.Error != nil {
-				perr = fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
-				continue
-			}
-			out[po.Partition] = po
-		}
-		for _, id := range ids {
-			if _, ok := out[id]; !ok && perr == nil {
-				perr = fmt.Errorf("list offsets of %s/%d: no answer", topic, id)
-			}
-		}
-		if perr == nil {
-			return out, nil
-		}
-		if !sleep(ctx, backoff) {
-			return nil, fmt.Errorf("%w (gave up: %w)", perr, ctx.Err())
-		}
-		backoff = min(2*backoff, time.Second)
-	}
-}
-
-func scanPartition(ctx context.Context, cl *kafka.Client, topic string, pr partRange, codec *throttle.Codec, fn func(entry) error) error {
-	off := pr.first
-	for off < pr.end {
-		resp, err := cl.Fetch(ctx, &kafka.FetchRequest{
-			Topic: topic, Partition: pr.id, Offset: off,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond,
-		})
-		if err != nil {
-			return fmt.Errorf("fetch %s/%d@%d: %w", topic, pr.id, off, err)
-		}
-		if resp.Error != nil {
-			if !errors.Is(resp.Error, kafka.OffsetOutOfRange) {
-				return fmt.Errorf("fetch %s/%d@%d: %w", topic, pr.id, off, resp.Error)
-			}
-			// Compaction or retention moved the log start past off since the snapshot:
-			// what was below it is gone, go on from the new start.
-			offs, err := listOffsets(ctx, cl, topic, []int{pr.id})
-			if err != nil {
-				return err
-			}
-			if start := offs[pr.id].FirstOffset; start > off {
-				off = start
-				continue
-			}
-			return fmt.Errorf("fetch %s/%d@%d: %w", topic, pr.id, off, resp.Error)
-		}
-		read := 0
-		for off < pr.end {
-			r, err := resp.Records.ReadRecord()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("read records of %s/%d@%d: %w", topic, pr.id, off, err)
-			}
-			if r.Offset < off { // a batch can start before the offset asked for
-				continue
-			}
-			if r.Offset >= pr.end {
-				off = pr.end
-				break
-			}
-			e, err := readEntry(ctx, topic, pr.id, r, codec)
-			if err != nil {
-				return err
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-			off = r.Offset + 1
-			read++
-		}
-		if read == 0 {
-			// A fetch returns the records at or after off; none below the end means
-			// compaction removed the tail of the snapshot (or only transaction markers
-			// are left). Never wait for the offset end-1 to arrive.
-			break
-		}
-	}
-	return nil
+		return fn(e)
+	})
 }
 
 // readEntry copies a fetched record and decodes its value.
-func readEntry(ctx context.Context, topic string, part int, r *kafka.Record, codec *throttle.Codec) (entry, error) {
-	e := entry{Partition: part, Offset: r.Offset, Time: r.Time, Headers: slices.Clone(r.Headers)}
-	var err error
-	if r.Key != nil {
-		if e.Key, err = io.ReadAll(r.Key); err != nil {
-			return e, fmt.Errorf("read key of %s/%d@%d: %w", topic, part, r.Offset, err)
-		}
-	}
-	if r.Value == nil {
+func readEntry(ctx context.Context, topic string, m kafka.Message, codec *throttle.Codec) (entry, error) {
+	e := entry{Partition: m.Partition, Offset: m.Offset, Time: m.Time, Headers: slices.Clone(m.Headers), Key: m.Key}
+	if m.Value == nil {
 		e.Tombstone = true
 		return e, nil
 	}
-	// io.ReadAll returns an empty, non-nil slice for an empty value: not a tombstone.
-	if e.Value, err = io.ReadAll(r.Value); err != nil {
-		return e, fmt.Errorf("read value of %s/%d@%d: %w", topic, part, r.Offset, err)
-	}
+	e.Value = m.Value // an empty, non-nil value is not a tombstone
 	rec, err := decode(ctx, codec, e.Value)
 	if err != nil {
 		if reason := throttle.PoisonReason(err); reason != "" {
 			e.Poison, e.Err = reason, err
 			return e, nil
 		}
-		return e, fmt.Errorf("decode %s/%d@%d: %w", topic, part, r.Offset, err)
+		return e, fmt.Errorf("decode %s/%d@%d: %w", topic, m.Partition, m.Offset, err)
 	}
 	if rec.Customer != string(e.Key) {
 		e.Poison, e.Err = "key_mismatch", fmt.Errorf("record for customer %q under key %q", rec.Customer, e.Key)
