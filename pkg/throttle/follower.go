@@ -158,11 +158,11 @@ type partition struct {
 	position atomic.Int64
 	hwm      atomic.Int64
 	caughtUp atomic.Bool
-	lastMove atomic.Int64 // unix nanos of the last advance of position
-	restarts atomic.Int64 // fetches retried after an error
-	waiting  atomic.Int64 // offset of the record held for a retry of apply, or -1
-	skipped  atomic.Int64 // offsets removed below the log start before they were read
-	stalled  atomic.Bool  // logged as not advancing; cleared when it moves
+	lastMove atomic.Int64  // unix nanos of the last advance of position
+	restarts atomic.Int64  // fetches retried after an error
+	waiting  atomic.Int64  // offset of the record held for a retry of apply, or -1
+	skipped  atomic.Int64  // offsets removed below the log start before they were read
+	stalled  atomic.Bool   // logged as not advancing; cleared when it moves
 	caught   chan struct{} // closed when the position first reaches end
 }
 

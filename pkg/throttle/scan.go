@@ -29,7 +29,7 @@ func Scan(ctx context.Context, kc KafkaConfig, topic string, fn func(kafka.Messa
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var fnErr, waitErr error // waitErr: why the record in hand is being retried
-	var end int64 // the partition being read's end: records from it on were written later
+	var end int64            // the partition being read's end: records from it on were written later
 	apply := func(_ context.Context, msg kafka.Message) error {
 		if fnErr != nil || msg.Offset >= end {
 			return nil
