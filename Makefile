@@ -43,7 +43,8 @@ $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 	@command -v mvn >/dev/null || { echo "make kafka needs Maven (and Java 17 to run Kafka)"; exit 1; }
 	@rm -rf $(KAFKA_LIBS).tmp
 	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies -Dkafka.version=$(KAFKA_VERSION) -DoutputDirectory=$(KAFKA_LIBS).tmp
-	@rm -rf $(KAFKA_LIBS) && mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS) && touch $@
+	@# New jars void the class-data archives the tests made from the old ones.
+	@rm -rf $(KAFKA_LIBS) $(dir $(KAFKA_LIBS))classes-*.jsa && mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS) && touch $@
 
 ## test-kafka: the integration tests of pkg/throttle (throttlectl included) and both
 ## services on a real KRaft cluster of 3 nodes (SLUICE_TEST_KAFKA=real), one cluster per

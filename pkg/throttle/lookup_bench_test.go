@@ -151,7 +151,7 @@ func TestFilterNeverHidesAThrottle(t *testing.T) {
 	tb.filterAdd.Store(1 << 20) // force the next rebuild
 	for i, n := range names {
 		if i%2 == 0 {
-			tb.del(n, "")
+			tb.del(n, "", 0)
 		}
 	}
 	tb.rebuildFilter()

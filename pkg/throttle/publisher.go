@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -112,7 +113,10 @@ func (p *Publisher) Expire(ctx context.Context, r Record) error {
 	if err := ValidateCustomer(r.Customer); err != nil {
 		return fmt.Errorf("expire throttle: %w", err)
 	}
-	msg := kafka.Message{Key: Key(r.Customer), Value: nil, Headers: []kafka.Header{{Key: HeaderExpires, Value: []byte(r.ID)}}}
+	msg := kafka.Message{Key: Key(r.Customer), Value: nil, Headers: []kafka.Header{
+		{Key: HeaderExpires, Value: []byte(r.ID)},
+		{Key: HeaderExpiresCreated, Value: strconv.AppendInt(nil, r.CreatedAt.UnixMilli(), 10)},
+	}}
 	return p.write(ctx, msg, "expire throttle", r.Customer)
 }
 

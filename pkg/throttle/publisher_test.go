@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -202,8 +203,12 @@ func TestSweeperTombstonesExpiredThrottles(t *testing.T) {
 	})
 	last := logOf(t, f, "acme")
 	tombstone := last[len(last)-1]
-	if len(tombstone.Headers) != 1 || tombstone.Headers[0].Key != throttle.HeaderExpires || string(tombstone.Headers[0].Value) != r.ID {
-		t.Fatalf("got tombstone headers %v, want %s=%s", tombstone.Headers, throttle.HeaderExpires, r.ID)
+	wantHeaders := []kafka.Header{
+		{Key: throttle.HeaderExpires, Value: []byte(r.ID)},
+		{Key: throttle.HeaderExpiresCreated, Value: []byte(strconv.FormatInt(r.CreatedAt.UnixMilli(), 10))},
+	}
+	if fmt.Sprint(tombstone.Headers) != fmt.Sprint(wantHeaders) {
+		t.Fatalf("got tombstone headers %v, want %v", tombstone.Headers, wantHeaders)
 	}
 	for _, tb := range []*throttle.Table{tb1, tb2} {
 		wantLimit(t, tb, "acme", -1)

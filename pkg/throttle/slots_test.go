@@ -146,7 +146,7 @@ func TestCustomerIDsOfEveryLength(t *testing.T) {
 
 	gone := map[string]bool{}
 	for _, c := range names[inlineKey-2 : inlineKey+2] {
-		if removed, _ := tb.del(c, ""); removed == nil || removed.Customer != c {
+		if removed, _ := tb.del(c, "", 0); removed == nil || removed.Customer != c {
 			t.Fatalf("del(%d bytes) = %v", len(c), removed)
 		}
 		gone[c] = true

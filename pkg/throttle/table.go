@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,12 @@ import (
 // throttle is stale (it was decided before a renewal landed) and does not delete it.
 // Tombstones without the header (an operator's lift) always delete.
 const HeaderExpires = "sluice-expires-id"
+
+// HeaderExpiresCreated is the creation time (Unix milliseconds) of the throttle an expiry
+// tombstone expires. A table that holds an older throttle than that one missed the
+// expired throttle (compaction removed it before this reader got to it): the key's newest
+// state is the tombstone, so it deletes, as a table rebuilt from zero would hold nothing.
+const HeaderExpiresCreated = "sluice-expires-created"
 
 // ChangeKind says what happened to a customer's throttle.
 type ChangeKind uint8
@@ -402,7 +409,8 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 
 	if msg.Value == nil { // a tombstone: never handed to the decoder
 		expires := headerValue(msg, HeaderExpires)
-		prev, kept := t.del(customer, expires)
+		created, _ := strconv.ParseInt(headerValue(msg, HeaderExpiresCreated), 10, 64) // 0: unknown
+		prev, kept := t.del(customer, expires, created)
 		switch {
 		case kept != nil:
 			ch.Kind, ch.Record = ChangeStaleTombstone, *kept
@@ -436,7 +444,7 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 		// Already expired (a replay of history, or an expiry nobody tombstoned yet):
 		// forget whatever the key held, which is older still, and report the record so
 		// a sweeper can tombstone it.
-		t.del(customer, "")
+		t.del(customer, "", 0)
 		ch.Kind, ch.Record = ChangeExpired, rec
 		t.notify(ch)
 		return nil
@@ -535,7 +543,10 @@ func (t *Table) set(customer string, r Record) {
 
 // del removes the customer's throttle. With expiresID set (an expiry tombstone), it
 // removes it only if it is that throttle; otherwise it keeps it and returns it as kept.
-func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
+//
+// expiresCreated, when known, is the expired throttle's creation time: a current one
+// created before it is older than the throttle the tombstone expires, so it goes too.
+func (t *Table) del(customer, expiresID string, expiresCreated int64) (removed, kept *Record) {
 	s, sl := t.shardOf(customer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -546,7 +557,7 @@ func (t *Table) del(customer, expiresID string) (removed, kept *Record) {
 	}
 	rec := st.rule(i).Record(customer)
 	cur := &rec
-	if expiresID != "" && cur.ID != expiresID {
+	if expiresID != "" && cur.ID != expiresID && (expiresCreated == 0 || cur.CreatedAt.UnixMilli() >= expiresCreated) {
 		return nil, cur
 	}
 	s.update(func(st *slotTable) *slotTable { st.remove(sl, customer); return st })

@@ -3,6 +3,7 @@ package throttle_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -283,6 +284,35 @@ func TestTableStaleExpiryTombstoneKeepsNewer(t *testing.T) {
 	// A tombstone naming the current throttle, or none at all, deletes it.
 	f.put(kafka.Message{Key: throttle.Key("acme"), Headers: []kafka.Header{{Key: throttle.HeaderExpires, Value: []byte("renewal")}}})
 	eventually(t, "acme expired by tombstone", func() bool { _, ok := tb.Lookup("acme"); return !ok })
+}
+
+// TestTableExpiryTombstoneOfAMissedThrottle: a table that never saw throttle B (compaction
+// removed it before the table read that far) holds the older A when B's expiry tombstone
+// arrives. The tombstone names B's creation time: A is older, so it goes, and the table
+// agrees with one rebuilt from zero, which holds nothing. A renewal newer than the
+// tombstone's throttle stays (the sweeper's hazard, above).
+func TestTableExpiryTombstoneOfAMissedThrottle(t *testing.T) {
+	f := newFixture(t, 1, throttletest.Options{})
+	a := rec("acme", 5, time.Hour)
+	b := rec("acme", 9, time.Hour)
+	b.ID, b.CreatedAt = "missed", a.CreatedAt.Add(time.Second)
+	tombOf := func(r throttle.Record) kafka.Message {
+		return kafka.Message{Key: throttle.Key(r.Customer), Headers: []kafka.Header{
+			{Key: throttle.HeaderExpires, Value: []byte(r.ID)},
+			{Key: throttle.HeaderExpiresCreated, Value: []byte(strconv.FormatInt(r.CreatedAt.UnixMilli(), 10))},
+		}}
+	}
+	f.put(f.msg(0, a))
+	tb := f.run()
+	wantLimit(t, tb, "acme", 5)
+	f.put(tombOf(b)) // as if b was written and compacted away before this table read it
+	eventually(t, "the older throttle deleted", func() bool { _, ok := tb.Lookup("acme"); return !ok })
+
+	renewal := rec("acme", 7, time.Hour)
+	renewal.ID, renewal.CreatedAt = "renewal", b.CreatedAt.Add(time.Second)
+	f.put(f.msg(0, renewal), tombOf(b)) // b's tombstone decided before the renewal landed
+	time.Sleep(200 * time.Millisecond)
+	wantLimit(t, tb, "acme", 7)
 }
 
 func TestTableNeverReadyBeforeEnd(t *testing.T) {
