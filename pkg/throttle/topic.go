@@ -199,8 +199,25 @@ func waitForTopic(ctx context.Context, cl *kafka.Client, name string) (*kafka.Me
 	}
 }
 
-// topicConfig reads one config of a topic back from the broker.
+// topicConfig reads one config of a topic back from the broker. A topic just created may
+// be unknown for a moment to the broker kafka-go asks (the controller it names, whose
+// metadata can lag the broker that answered waitForTopic): that answer is asked again.
 func topicConfig(ctx context.Context, cl *kafka.Client, topic, name string) (string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := topicConfigOnce(ctx, cl, topic, name)
+		if !errors.Is(err, kafka.UnknownTopicOrPartition) || time.Now().After(deadline) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func topicConfigOnce(ctx context.Context, cl *kafka.Client, topic, name string) (string, error) {
 	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
 		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{name},
 	}}})
