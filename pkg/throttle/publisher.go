@@ -78,8 +78,8 @@ func NewPublisher(kc KafkaConfig, topic string, codec *Codec, opts ...PublisherO
 		WriteBackoffMax: cfg.backoffMax,
 		BatchTimeout:    cfg.batchTimeout,
 		WriteTimeout:    cfg.writeTimeout,
-		// Uncompressed: kafka-go's reader can loop on compressed batches of a compacted
-		// topic (segmentio/kafka-go #1416). See TopicSpec.Configs.
+		// Uncompressed: the topic stores its batches uncompressed anyway (see
+		// TopicSpec.Configs), and throttle records are small.
 		Compression: compress.None,
 		// The topic is created by EnsureTopic with the right settings, never implicitly.
 		AllowAutoTopicCreation: false,

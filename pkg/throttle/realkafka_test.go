@@ -1,0 +1,337 @@
+package throttle_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
+)
+
+// truth reads every partition of topic from its start with franz-go (read committed), an
+// independent client, and returns each key's latest value (nil: a tombstone). It stops
+// once no record has come for two seconds: the log is not being written meanwhile.
+func truth(t *testing.T, brokers []string, topic string) map[string][]byte {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got := map[string][]byte{}
+	for quiet := 0; quiet < 4; {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			got[string(r.Key)] = r.Value
+			n++
+		})
+		if n == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	return got
+}
+
+// TestRealCompaction (issue 17 (a)): the Publisher and an idempotent franz-go producer
+// (whose last batch per producer the cleaner keeps even when empty) write sets, lifts and
+// expiry tombstones in multi-record batches; once the real log cleaner has run (the log
+// has gaps), a table rebuilt from zero and one that followed live equal what an
+// independent client reads.
+func TestRealCompaction(t *testing.T) {
+	throttletest.RequireReal(t, "needs Apache Kafka's log cleaner")
+	s := throttletest.Start(t, throttletest.Options{})
+	topic := "real-compaction"
+	cl := &kafka.Client{Addr: kafka.TCP(s.Brokers()...)}
+	cfg := map[string]string{"cleanup.policy": "compact", "segment.ms": "300", "min.cleanable.dirty.ratio": "0.01",
+		"min.compaction.lag.ms": "0", "delete.retention.ms": "1000", "min.insync.replicas": "2"}
+	var entries []kafka.ConfigEntry
+	for k, v := range cfg {
+		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	resp, err := cl.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 3, ReplicationFactor: 3, ConfigEntries: entries}}})
+	if err != nil || resp.Errors[topic] != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Errors)
+	}
+	codec := s.Codec(t, topic)
+	f := &fixture{t: t, s: s, topic: topic, codec: codec, parts: 3}
+	live := f.run()
+	pub, err := throttle.NewPublisher(s.Kafka(), topic, codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	idem, err := kgo.NewClient(kgo.SeedBrokers(s.Brokers()...), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idem.Close()
+
+	ctx := t.Context()
+	for round := range 6 {
+		var recs []*kgo.Record
+		for i := range 40 {
+			c := "idem-" + strconv.Itoa(i)
+			r := rec(c, int64(round*100+i), time.Hour)
+			v, err := codec.Encode(&r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%7 == round%7 {
+				v = nil // a lift
+			}
+			recs = append(recs, &kgo.Record{Key: []byte(c), Value: v})
+		}
+		if err := idem.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			c := "pub-" + strconv.Itoa(i)
+			r := rec(c, int64(round*100+i), time.Hour)
+			switch {
+			case i%5 == round%5:
+				err = pub.Lift(ctx, c)
+			case i%6 == round%6:
+				err = pub.Expire(ctx, r) // names a throttle never set: kept out by no one
+			default:
+				err = pub.Set(ctx, r)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(400 * time.Millisecond) // segment.ms: the next write rolls the segment
+	}
+	// Let the cleaner run over the rolled segments, then check it did: gaps in the log.
+	gaps := 0
+	deadline := time.Now().Add(60 * time.Second)
+	for gaps == 0 && time.Now().Before(deadline) {
+		if err := pub.Set(ctx, rec("roller", 1, time.Hour)); err != nil { // rolls segments
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		gaps = 0
+		for p := range 3 {
+			offs := rawOffsets(t, f, p)
+			for i := 1; i < len(offs); i++ {
+				if offs[i] != offs[i-1]+1 {
+					gaps++
+				}
+			}
+		}
+	}
+	if gaps == 0 {
+		t.Fatal("the cleaner left no gap in 60s")
+	}
+	want := truth(t, s.Brokers(), topic)
+	rebuilt := f.run()
+	end := map[int]int64{}
+	for _, p := range rebuilt.Stats().Partitions {
+		end[p.Partition] = p.End
+	}
+	eventually(t, "live table at the end", func() bool {
+		for _, p := range live.Stats().Partitions {
+			if p.Position < end[p.Partition] {
+				return false
+			}
+		}
+		return true
+	})
+	held := 0
+	for key, v := range want {
+		for name, tb := range map[string]*throttle.Table{"live": live, "rebuilt": rebuilt} {
+			got, ok := tb.Get(key)
+			if v == nil {
+				if ok {
+					t.Errorf("%s: %s: got %+v, want absent (lifted)", name, key, got)
+				}
+				continue
+			}
+			r, err := codec.Decode(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok || got.ID != r.ID {
+				t.Errorf("%s: %s: got %q (found %v), want %q", name, key, got.ID, ok, r.ID)
+			}
+		}
+		if v != nil {
+			held++
+		}
+	}
+	t.Logf("real compaction on Kafka: %d gaps left by the cleaner, %d keys, %d held; live and rebuilt tables equal the independent read", gaps, len(want), held)
+}
+
+// TestRealLeaderFailover (issue 17 (b)): 1,000 throttles are published while the leader of
+// a throttle partition is killed with SIGKILL (replication 3, min.insync.replicas 2).
+// Every acknowledged Set reaches every one of three tables; the test reports the longest
+// time from an acknowledgement to the last table applying it.
+func TestRealLeaderFailover(t *testing.T) {
+	throttletest.RequireReal(t, "kills a real broker")
+	s := throttletest.Start(t, throttletest.Options{})
+	topic := "real-failover"
+	s.CreateTopic(t, topic, 3)
+	nodes := s.Nodes(t)
+	codec := s.Codec(t, topic)
+	f := &fixture{t: t, s: s, topic: topic, codec: codec, parts: 3}
+
+	var mu sync.Mutex
+	seen := map[string]time.Time{} // throttle id → when the last of the three tables applied it
+	count := map[string]int{}
+	var tables []*throttle.Table
+	for range 3 {
+		tables = append(tables, f.run(throttle.WithObserver(func(c throttle.Change) {
+			if c.Kind != throttle.ChangeSet {
+				return
+			}
+			mu.Lock()
+			count[c.Record.ID]++
+			if count[c.Record.ID] == 3 {
+				seen[c.Record.ID] = time.Now()
+			}
+			mu.Unlock()
+		})))
+	}
+	pub, err := throttle.NewPublisher(s.Kafka(), topic, codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	acked := map[string]time.Time{}
+	var failed int
+	var killed int
+	for i := range 1000 {
+		if i == 200 {
+			id, err := nodes.Leader(t.Context(), topic, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes.Kill(id)
+			killed = id
+			t.Logf("killed node %d, leader of partition 0, after %d sets", id, i)
+		}
+		if i == 700 {
+			if err := nodes.Start(t.Context(), killed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := rec("failover-"+strconv.Itoa(i), int64(i), time.Hour)
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		err := pub.Set(ctx, r)
+		cancel()
+		if err != nil {
+			failed++
+			continue
+		}
+		acked[r.ID] = time.Now()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var missing []string
+	for {
+		missing = missing[:0]
+		mu.Lock()
+		for id := range acked {
+			if _, ok := seen[id]; !ok {
+				missing = append(missing, id)
+			}
+		}
+		mu.Unlock()
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d acknowledged throttles not in every table after 60s, e.g. %v", len(missing), missing[:min(5, len(missing))])
+	}
+	var worst time.Duration
+	mu.Lock()
+	for id, at := range acked {
+		worst = max(worst, seen[id].Sub(at))
+	}
+	mu.Unlock()
+	for i, tb := range tables {
+		if tb.Stats().Active != len(acked) {
+			t.Errorf("table %d: got %d active, want %d", i, tb.Stats().Active, len(acked))
+		}
+	}
+	t.Logf("leader failover: %d of 1000 sets acknowledged (%d refused during the failover), all in 3 of 3 tables; longest ack-to-all-tables %v",
+		len(acked), failed, worst.Round(time.Millisecond))
+}
+
+// TestRealDurabilityRefuses (issue 17 (f)): with two of three nodes down and
+// min.insync.replicas 2, a Set and a Lift are refused with an error, never acknowledged;
+// once a node returns, both succeed and the tables hold the result.
+func TestRealDurabilityRefuses(t *testing.T) {
+	throttletest.RequireReal(t, "stops real brokers")
+	s := throttletest.Start(t, throttletest.Options{})
+	topic := "real-durability"
+	s.CreateTopic(t, topic, 1)
+	nodes := s.Nodes(t)
+	codec := s.Codec(t, topic)
+	pub, err := throttle.NewPublisher(s.Kafka(), topic, codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Set(t.Context(), rec("acme", 1, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	leader, err := nodes.Leader(t.Context(), topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down []int
+	for _, id := range nodes.NodeIDs() {
+		if id != leader && len(down) < 2 {
+			nodes.Kill(id)
+			down = append(down, id)
+		}
+	}
+	if len(down) < 2 { // the leader itself if need be: two of three must go
+		nodes.Kill(leader)
+		down = append(down, leader)
+	}
+	for what, op := range map[string]func(context.Context) error{
+		"set":  func(ctx context.Context) error { return pub.Set(ctx, rec("globex", 2, time.Hour)) },
+		"lift": func(ctx context.Context) error { return pub.Lift(ctx, "acme") },
+	} {
+		// Long enough for the writer's attempts to end with the broker's own answer.
+		ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+		err := op(ctx)
+		cancel()
+		if err == nil {
+			t.Fatalf("%s with 2 of 3 nodes down: acknowledged, want refused", what)
+		}
+		t.Logf("%s with nodes %v down: refused: %v", what, down, err)
+	}
+	if err := nodes.StartNodes(t.Context(), down...); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes.WaitLeaders(t.Context(), topic, 2); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := pub.Set(ctx, rec("globex", 2, time.Hour)); err != nil {
+		t.Fatalf("set after the nodes returned: %v", err)
+	}
+	if err := pub.Lift(ctx, "acme"); err != nil {
+		t.Fatalf("lift after the nodes returned: %v", err)
+	}
+	f := &fixture{t: t, s: s, topic: topic, codec: codec, parts: 1}
+	tb := f.run()
+	wantLimit(t, tb, "globex", 2)
+	wantLimit(t, tb, "acme", -1)
+}
