@@ -104,38 +104,48 @@ func routeFakeLogs(c *kfake.Cluster) map[string]*fakeLog {
 		defer fakeRoutesMu.Unlock()
 		return m[topic]
 	}
-	c.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		r := req.(*kmsg.FetchRequest)
-		if len(r.Topics) != 1 {
-			return nil, nil, false
+	// hook answers a request naming one topic from that topic's fake log.
+	hook := func(topicOf func(kmsg.Request) (string, bool), answer func(*fakeLog, kmsg.Request) kmsg.Response) func(kmsg.Request) (kmsg.Response, error, bool) {
+		return func(req kmsg.Request) (kmsg.Response, error, bool) {
+			c.KeepControl()
+			topic, ok := topicOf(req)
+			if !ok {
+				return nil, nil, false
+			}
+			l := logOf(topic)
+			if l == nil {
+				return nil, nil, false
+			}
+			if l.fail() {
+				return nil, errors.New("fake log: connection dropped"), true
+			}
+			return answer(l, req), nil, true
 		}
-		l := logOf(r.Topics[0].Topic)
-		if l == nil {
-			return nil, nil, false
-		}
-		if l.fail() {
-			return nil, errors.New("fake log: connection dropped"), true
-		}
-		l.fetches.Add(1)
-		return l.fetch(c, r), nil, true
-	})
-	c.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		r := req.(*kmsg.ListOffsetsRequest)
-		if len(r.Topics) != 1 {
-			return nil, nil, false
-		}
-		l := logOf(r.Topics[0].Topic)
-		if l == nil {
-			return nil, nil, false
-		}
-		if l.fail() {
-			return nil, errors.New("fake log: connection dropped"), true
-		}
-		return l.listOffsets(r), nil, true
-	})
+	}
+	c.ControlKey(int16(kmsg.Fetch), hook(
+		func(req kmsg.Request) (string, bool) {
+			r := req.(*kmsg.FetchRequest)
+			return firstTopic(len(r.Topics), func() string { return r.Topics[0].Topic })
+		},
+		func(l *fakeLog, req kmsg.Request) kmsg.Response {
+			l.fetches.Add(1)
+			return l.fetch(c, req.(*kmsg.FetchRequest))
+		}))
+	c.ControlKey(int16(kmsg.ListOffsets), hook(
+		func(req kmsg.Request) (string, bool) {
+			r := req.(*kmsg.ListOffsetsRequest)
+			return firstTopic(len(r.Topics), func() string { return r.Topics[0].Topic })
+		},
+		func(l *fakeLog, req kmsg.Request) kmsg.Response { return l.listOffsets(req.(*kmsg.ListOffsetsRequest)) }))
 	return m
+}
+
+// firstTopic is the topic of a request that names exactly one.
+func firstTopic(n int, name func() string) (string, bool) {
+	if n != 1 {
+		return "", false
+	}
+	return name(), true
 }
 
 func (l *fakeLog) fail() bool {

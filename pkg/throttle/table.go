@@ -611,36 +611,43 @@ func (t *Table) repartition(n int) {
 	if len(old) == 0 {
 		return
 	}
+	oldHome := func(c string) int { return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(c)}, old...) }
 	var moved []Record
 	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		st := s.current()
-		var gone []Record
-		var hashes []uint32
-		for j := range st.all() {
+		moved = append(moved, t.shards[i].removeIf(func(st *slotTable, j int) bool {
 			c := st.customer(j)
-			if t.home([]byte(c)) != (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(c)}, old...) {
-				gone = append(gone, st.rule(j).Record(c))
-				hashes = append(hashes, st.slots[j].hash)
-			}
-		}
-		if len(gone) > 0 {
-			s.update(func(st *slotTable) *slotTable {
-				for k, r := range gone {
-					st.remove(hashes[k], r.Customer)
-				}
-				return st
-			})
-		}
-		s.mu.Unlock()
-		moved = append(moved, gone...)
+			return t.home([]byte(c)) != oldHome(c)
+		})...)
 	}
 	t.log.Warn("partitions added to the throttle topic: throttles whose key moved to another partition no longer count until written again",
 		zap.Int("partitions_before", len(old)), zap.Int("partitions", n), zap.Int("throttles_moved", len(moved)))
 	for _, r := range moved {
 		t.notify(Change{Kind: ChangeMoved, Customer: r.Customer, Record: r, Offset: -1, Rebuilding: !t.Ready()})
 	}
+}
+
+// removeIf removes the shard's throttles for which drop is true and returns them.
+func (s *shard) removeIf(drop func(st *slotTable, i int) bool) []Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.current()
+	var gone []Record
+	var hashes []uint32
+	for i := range st.all() {
+		if drop(st, i) {
+			gone = append(gone, st.rule(i).Record(st.customer(i)))
+			hashes = append(hashes, st.slots[i].hash)
+		}
+	}
+	if len(gone) > 0 {
+		s.update(func(st *slotTable) *slotTable {
+			for i, r := range gone {
+				st.remove(hashes[i], r.Customer)
+			}
+			return st
+		})
+	}
+	return gone
 }
 
 // publish hands the tables built while rebuilding to readers. It runs once, when the
@@ -662,26 +669,7 @@ func (t *Table) sweep() {
 	defer t.rebuildFilter()
 	now := t.cfg.clock()
 	for i := range t.shards {
-		s := &t.shards[i]
-		var expired []Record
-		var hashes []uint32
-		s.mu.Lock()
-		st := s.current()
-		for i := range st.all() {
-			if r := st.rule(i); !r.Active(now) {
-				expired = append(expired, r.Record(st.customer(i)))
-				hashes = append(hashes, st.slots[i].hash)
-			}
-		}
-		if len(expired) > 0 {
-			s.update(func(st *slotTable) *slotTable {
-				for i, r := range expired {
-					st.remove(hashes[i], r.Customer)
-				}
-				return st
-			})
-		}
-		s.mu.Unlock()
+		expired := t.shards[i].removeIf(func(st *slotTable, j int) bool { return !st.rule(j).Active(now) })
 		for _, r := range expired {
 			t.notify(Change{Kind: ChangeExpired, Customer: r.Customer, Record: r, Offset: -1, Rebuilding: !t.Ready()})
 		}
