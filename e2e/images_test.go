@@ -32,7 +32,7 @@ const (
 
 // Default images of the real broker and registry, used when they can be pulled.
 const (
-	defaultKafkaImage    = "apache/kafka:3.9.1"
+	defaultKafkaImage    = "apache/kafka:4.4.0"
 	defaultRegistryImage = "confluentinc/cp-schema-registry:7.9.0"
 	// fakeImage, as E2E_KAFKA_IMAGE or E2E_REGISTRY_IMAGE, asks for the fake
 	// broker or registry (deploy/local) without trying to pull anything.
