@@ -117,15 +117,10 @@ func batchBase(b protocol.RecordReader) int64 {
 // with backoff at the same position; nothing is passed over on any path.
 func (f *Follower) readPartition(ctx context.Context, p *partition, log *zap.Logger) {
 	r := newPartReader(f.kc, f.topic, p.id)
-	var ahead *prefetch
-	defer func() {
-		ahead.discard()
-		r.close()
-	}()
+	defer func() { r.close() }()
 	backoff := f.cfg.backoffMin
 	for ctx.Err() == nil {
-		var err error
-		ahead, err = f.readOnce(ctx, r, p, ahead, log)
+		err := f.readOnce(ctx, r, p, log)
 		if err == nil {
 			backoff = f.cfg.backoffMin
 			continue
@@ -165,68 +160,14 @@ func isLeaderError(err error) bool {
 	return !errors.As(err, &ke) // a network error: the broker may be gone for good
 }
 
-// prefetch is a fetch started at the offset the position will reach once the records in
-// hand are applied, so the broker's answer and the applying overlap. It is only data: the
-// position moves when its records are applied, as for any fetch.
-type prefetch struct {
-	offset int64
-	done   chan struct{}
-	res    *fetchAPI.ResponsePartition
-	err    error
-	cancel context.CancelFunc
-}
-
-func (f *Follower) startFetch(ctx context.Context, r *partReader, offset int64) *prefetch {
-	ctx, cancel := context.WithCancel(ctx)
-	pf := &prefetch{offset: offset, done: make(chan struct{}), cancel: cancel}
-	go func() { // owned by the partition's loop: it waits for it (take or discard)
-		defer close(pf.done)
-		pf.res, pf.err = r.fetch(ctx, offset, 1, fetchMaxBytes, f.cfg.maxWait)
-	}()
-	return pf
-}
-
-// take returns the prefetched answer if it was fetched at offset; otherwise it discards
-// it and reports false.
-func (pf *prefetch) take(offset int64) (*fetchAPI.ResponsePartition, error, bool) {
-	if pf == nil {
-		return nil, nil, false
-	}
-	if pf.offset != offset {
-		pf.discard()
-		return nil, nil, false
-	}
-	<-pf.done
-	pf.cancel()
-	return pf.res, pf.err, true
-}
-
-func (pf *prefetch) discard() {
-	if pf != nil {
-		pf.cancel()
-		<-pf.done
-	}
-}
-
-// step is one move of the position that an answer allows: apply msg (when apply is set),
-// then move to pos.
-type step struct {
-	msg   kafka.Message
-	apply bool
-	pos   int64
-}
-
-// readOnce fetches at the position (or takes the prefetched answer for it) and applies
-// what the answer holds, moving the position as the invariant at the top of this file
-// allows. It returns the fetch it started for the offset after this answer, if any.
-func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, ahead *prefetch, log *zap.Logger) (*prefetch, error) {
+// readOnce fetches at the position and applies what the answer holds, moving the position
+// as the invariant at the top of this file allows.
+func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, log *zap.Logger) error {
 	start := p.position.Load()
-	res, err, ok := ahead.take(start)
-	if !ok {
-		res, err = r.fetch(ctx, start, 1, fetchMaxBytes, f.cfg.maxWait)
-	}
+	pos := start
+	res, err := r.fetch(ctx, pos, 1, fetchMaxBytes, f.cfg.maxWait)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	f.fresh.Store(true)
 	if res.HighWatermark > p.hwm.Load() {
@@ -234,48 +175,8 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, ah
 	}
 	batches := batchesOf(res.RecordSet)
 	if len(batches) == 0 {
-		f.markCaughtUp(p, start)
-		return nil, nil
-	}
-	steps, err := f.plan(p.id, batches, res, start)
-	if err != nil {
-		return nil, err
-	}
-	if len(steps) == 0 {
-		// Nothing at or after the position in what came back: the last batch's range
-		// covers the position and holds no record from it on (an empty batch the cleaner
-		// kept, or a compacted tail). kafka-go does not decode a batch's last offset, so
-		// ask the broker.
-		end, err := f.batchEnd(ctx, r, batchBase(batches[len(batches)-1]), start, res.HighWatermark)
-		if err != nil {
-			return nil, err
-		}
-		f.advance(p, end+1)
-		return nil, nil
-	}
-	next := f.startFetch(ctx, r, steps[len(steps)-1].pos)
-	for _, st := range steps {
-		if st.apply {
-			if err := f.applyWithRetry(ctx, p, st.msg, log); err != nil {
-				return next, err // ctx ended: the position stays on this record
-			}
-		}
-		f.advance(p, st.pos)
-	}
-	return next, nil
-}
-
-// plan walks an answer's batches from start and lists the moves of the position they
-// allow, without applying anything: each record at or after start (to apply unless its
-// transaction was aborted), each transaction marker, and each gap up to the next batch.
-func (f *Follower) plan(part int, batches []protocol.RecordReader, res *fetchAPI.ResponsePartition, start int64) ([]step, error) {
-	var steps []step
-	pos := start
-	move := func(st step) {
-		if st.pos > pos {
-			pos = st.pos
-			steps = append(steps, st)
-		}
+		f.markCaughtUp(p, pos)
+		return nil
 	}
 	aborted := abortedTxns{list: res.AbortedTransactions}
 	for i, b := range batches {
@@ -286,7 +187,9 @@ func (f *Follower) plan(part int, batches []protocol.RecordReader, res *fetchAPI
 			if cr, err := b.ReadControlRecord(); err == nil && cr.Type == controlAbort {
 				aborted.end(b.ProducerID)
 			}
-			move(step{pos: b.BaseOffset + 1})
+			if b.BaseOffset >= pos {
+				pos = b.BaseOffset + 1
+			}
 		case *protocol.RecordBatch:
 			drop := aborted.drops(b)
 			for {
@@ -297,22 +200,40 @@ func (f *Follower) plan(part int, batches []protocol.RecordReader, res *fetchAPI
 				if rec.Offset < pos {
 					continue // a batch may start before the offset fetched
 				}
-				st := step{pos: rec.Offset + 1, apply: !drop}
-				if st.apply {
-					if st.msg, err = f.message(part, rec, res.HighWatermark); err != nil {
-						return nil, err
+				if !drop {
+					msg, err := f.message(p.id, rec, res.HighWatermark)
+					if err != nil {
+						return err
+					}
+					if err := f.applyWithRetry(ctx, p, msg, log); err != nil {
+						return err // ctx ended: the position stays on this record
 					}
 				}
-				move(st)
+				pos = rec.Offset + 1
+				f.advance(p, pos)
 			}
 		}
 		// The offsets up to the next batch belong to this one or to none: they hold no
 		// record (compaction removed them).
 		if i+1 < len(batches) {
-			move(step{pos: batchBase(batches[i+1])})
+			if next := batchBase(batches[i+1]); next > pos {
+				pos = next
+			}
 		}
+		f.advance(p, pos)
 	}
-	return steps, nil
+	if pos > start {
+		return nil
+	}
+	// Nothing at or after the position in what came back: the last batch's range covers
+	// the position and holds no record from it on (an empty batch the cleaner kept, or a
+	// compacted tail). kafka-go does not decode a batch's last offset, so ask the broker.
+	end, err := f.batchEnd(ctx, r, batchBase(batches[len(batches)-1]), pos, res.HighWatermark)
+	if err != nil {
+		return err
+	}
+	f.advance(p, end+1)
+	return nil
 }
 
 // advance moves the position to pos (never backwards) and records the move.
