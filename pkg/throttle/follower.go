@@ -91,7 +91,7 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 // WithPollInterval sets how often high watermarks are read, which drives lag figures,
-// freshness and the stall watchdog (default 1s).
+// freshness and the log line of a partition that does not advance (default 1s).
 func WithPollInterval(d time.Duration) Option {
 	return optionFunc(func(c *options) { c.pollInterval = d })
 }
@@ -103,7 +103,8 @@ func WithPartitionDiscovery(d time.Duration) Option {
 }
 
 // WithStallTimeout sets how long a partition may stay behind its high watermark without
-// advancing before its reader is re-created (default 10s).
+// advancing before it is logged as not advancing (default 10s). Nothing is skipped: the
+// read loop retries at the same offset.
 func WithStallTimeout(d time.Duration) Option {
 	return optionFunc(func(c *options) { c.stallTimeout = d })
 }
