@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -146,7 +147,7 @@ func EnsureTopic(ctx context.Context, kc KafkaConfig, spec TopicSpec) (TopicInfo
 		} else if terr == nil {
 			info.Created = true
 		}
-		if meta, err = waitForTopic(ctx, cl, spec.Name); err != nil {
+		if meta, err = waitForTopic(ctx, cl, kc, spec.Name); err != nil {
 			return info, err
 		}
 	}
@@ -184,12 +185,13 @@ func topicExists(meta *kafka.MetadataResponse, name string) bool {
 	return false
 }
 
-// waitForTopic polls metadata until a just-created topic shows its partitions.
-func waitForTopic(ctx context.Context, cl *kafka.Client, name string) (*kafka.MetadataResponse, error) {
+// waitForTopic polls metadata until a just-created topic shows its partitions, then
+// waits until every broker knows it (WaitForTopics).
+func waitForTopic(ctx context.Context, cl *kafka.Client, kc KafkaConfig, name string) (*kafka.MetadataResponse, error) {
 	for {
 		meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
 		if err == nil && topicExists(meta, name) {
-			return meta, nil
+			return meta, WaitForTopics(ctx, kc, name)
 		}
 		select {
 		case <-ctx.Done():
@@ -197,6 +199,53 @@ func waitForTopic(ctx context.Context, cl *kafka.Client, name string) (*kafka.Me
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// WaitForTopics waits until every broker of the cluster knows the topics and a leader of
+// each partition. Right after CreateTopics some brokers' metadata lags (by seconds on
+// Kafka 3.9), and kafka-go caches metadata from whichever broker it asked: a writer
+// created then fails with UNKNOWN_TOPIC_OR_PARTITION until its cache expires. Call it
+// after creating topics, before writing to them.
+func WaitForTopics(ctx context.Context, kc KafkaConfig, names ...string) error {
+	cl := kc.client(10 * time.Second)
+	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return fmt.Errorf("wait for topics %v: metadata: %w", names, err)
+	}
+	d := kc.Dialer()
+	for _, b := range meta.Brokers {
+		addr := net.JoinHostPort(b.Host, strconv.Itoa(b.Port))
+		for _, name := range names {
+			for {
+				conn, err := d.DialContext(ctx, "tcp", addr) // this broker's own view
+				if err == nil {
+					_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+					var parts []kafka.Partition
+					parts, err = conn.ReadPartitions(name)
+					_ = conn.Close()
+					if err == nil && len(parts) > 0 && allLed(parts) {
+						break
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("wait for topic %s on broker %s: %w (gave up: %w)", name, addr, err, ctx.Err())
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func allLed(parts []kafka.Partition) bool {
+	for _, p := range parts {
+		if p.Leader.ID < 0 || p.Leader.Host == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // topicConfig reads one config of a topic back from the broker. A topic just created may

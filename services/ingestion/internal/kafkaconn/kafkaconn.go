@@ -93,5 +93,8 @@ func EnsureEventsTopic(ctx context.Context, kc throttle.KafkaConfig, topic strin
 		}
 		return false, fmt.Errorf("ensure topic %s: create: %w", topic, terr)
 	}
+	if err := throttle.WaitForTopics(ctx, kc, topic); err != nil {
+		return true, fmt.Errorf("ensure topic %s: %w", topic, err)
+	}
 	return true, nil
 }

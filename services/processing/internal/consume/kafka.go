@@ -139,6 +139,9 @@ func EnsureTopics(ctx context.Context, kc throttle.KafkaConfig, specs ...TopicSp
 	for {
 		meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
 		if err == nil && allExist(meta, names) {
+			if err := throttle.WaitForTopics(ctx, kc, names...); err != nil {
+				return created, fmt.Errorf("ensure topics: %w", err)
+			}
 			return created, nil
 		}
 		select {
