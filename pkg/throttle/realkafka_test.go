@@ -14,6 +14,25 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
+// matches reports whether tb holds exactly the keys' latest values in want (an
+// independent read: nil is a tombstone).
+func matches(tb *throttle.Table, codec *throttle.Codec, want map[string][]byte) bool {
+	for key, v := range want {
+		got, ok := tb.Get(key)
+		if v == nil {
+			if ok {
+				return false
+			}
+			continue
+		}
+		r, err := codec.Decode(v)
+		if err != nil || !ok || got.ID != r.ID {
+			return false
+		}
+	}
+	return true
+}
+
 // truth reads every partition of topic from its start with franz-go (read committed), an
 // independent client, and returns each key's latest value (nil: a tombstone). It stops
 // once no record has come for two seconds: the log is not being written meanwhile.
@@ -394,22 +413,7 @@ func TestRealRollingRestart(t *testing.T) {
 	counts := <-churned
 	want := truth(t, s.Brokers(), topic)
 	tables = append(tables, f.run())
-	equal := func(tb *throttle.Table) bool {
-		for key, v := range want {
-			got, ok := tb.Get(key)
-			if v == nil {
-				if ok {
-					return false
-				}
-				continue
-			}
-			r, err := codec.Decode(v)
-			if err != nil || !ok || got.ID != r.ID {
-				return false
-			}
-		}
-		return true
-	}
+	equal := func(tb *throttle.Table) bool { return matches(tb, codec, want) }
 	divergent := 0
 	deadline := time.Now().Add(30 * time.Second)
 	for i, tb := range tables {
