@@ -32,7 +32,6 @@ type fakeLog struct {
 
 	failPermille atomic.Int32 // share of this topic's requests answered by dropping the connection
 	rng          *rand.Rand   // guarded by mu
-	fetches      atomic.Int64
 }
 
 type fakePart struct {
@@ -127,10 +126,7 @@ func routeFakeLogs(c *kfake.Cluster) map[string]*fakeLog {
 			r := req.(*kmsg.FetchRequest)
 			return firstTopic(len(r.Topics), func() string { return r.Topics[0].Topic })
 		},
-		func(l *fakeLog, req kmsg.Request) kmsg.Response {
-			l.fetches.Add(1)
-			return l.fetch(c, req.(*kmsg.FetchRequest))
-		}))
+		func(l *fakeLog, req kmsg.Request) kmsg.Response { return l.fetch(c, req.(*kmsg.FetchRequest)) }))
 	c.ControlKey(int16(kmsg.ListOffsets), hook(
 		func(req kmsg.Request) (string, bool) {
 			r := req.(*kmsg.ListOffsetsRequest)

@@ -198,12 +198,8 @@ func TestRealCompaction(t *testing.T) {
 // time from an acknowledgement to the last table applying it.
 func TestRealLeaderFailover(t *testing.T) {
 	throttletest.RequireReal(t, "kills a real broker")
-	s := throttletest.Start(t, throttletest.Options{})
-	topic := "real-failover"
-	s.CreateTopic(t, topic, 3)
-	nodes := s.Nodes(t)
-	codec := s.Codec(t, topic)
-	f := &fixture{t: t, s: s, topic: topic, codec: codec, parts: 3}
+	f := newFixture(t, 3, throttletest.Options{})
+	s, topic, codec, nodes := f.s, f.topic, f.codec, f.s.Nodes(t)
 
 	var mu sync.Mutex
 	seen := map[string]time.Time{} // throttle id → when the last of the three tables applied it
@@ -294,11 +290,8 @@ func TestRealLeaderFailover(t *testing.T) {
 // once a node returns, both succeed and the tables hold the result.
 func TestRealDurabilityRefuses(t *testing.T) {
 	throttletest.RequireReal(t, "stops real brokers")
-	s := throttletest.Start(t, throttletest.Options{})
-	topic := "real-durability"
-	s.CreateTopic(t, topic, 1)
-	nodes := s.Nodes(t)
-	codec := s.Codec(t, topic)
+	f := newFixture(t, 1, throttletest.Options{})
+	s, topic, codec, nodes := f.s, f.topic, f.codec, f.s.Nodes(t)
 	pub, err := throttle.NewPublisher(s.Kafka(), topic, codec)
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +342,6 @@ func TestRealDurabilityRefuses(t *testing.T) {
 	if err := pub.Lift(ctx, "acme"); err != nil {
 		t.Fatalf("lift after the nodes returned: %v", err)
 	}
-	f := &fixture{t: t, s: s, topic: topic, codec: codec, parts: 1}
 	tb := f.run()
 	wantLimit(t, tb, "globex", 2)
 	wantLimit(t, tb, "acme", -1)
@@ -360,12 +352,8 @@ func TestRealDurabilityRefuses(t *testing.T) {
 // rebuilt from zero, hold exactly what an independent client reads.
 func TestRealRollingRestart(t *testing.T) {
 	throttletest.RequireReal(t, "restarts real brokers")
-	s := throttletest.Start(t, throttletest.Options{})
-	topic := "real-rolling"
-	s.CreateTopic(t, topic, 3)
-	nodes := s.Nodes(t)
-	codec := s.Codec(t, topic)
-	f := &fixture{t: t, s: s, topic: topic, codec: codec, parts: 3}
+	f := newFixture(t, 3, throttletest.Options{})
+	s, topic, codec, nodes := f.s, f.topic, f.codec, f.s.Nodes(t)
 	var tables []*throttle.Table
 	for range 3 {
 		tables = append(tables, f.run())

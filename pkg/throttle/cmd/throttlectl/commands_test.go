@@ -127,25 +127,9 @@ func createDeleteTopic(t *testing.T, c *cluster, name string) {
 	if err != nil || resp.Errors[name] != nil {
 		t.Fatalf("create topic %s: %v %v", name, err, resp.Errors)
 	}
-	// Every broker must know the topic before the commands ask any of them (on a real
-	// cluster the brokers' metadata can lag the one that created it).
-	for _, b := range c.s.Brokers() {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			conn, err := kafka.DialContext(t.Context(), "tcp", b) // this broker's own metadata
-			if err == nil {
-				var parts []kafka.Partition
-				parts, err = conn.ReadPartitions(name)
-				_ = conn.Close()
-				if err == nil && len(parts) == 1 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("topic %s not known to broker %s after 20s: %v", name, b, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	// Every broker must know the topic before the commands ask any of them.
+	if err := throttle.WaitForTopics(t.Context(), c.s.Kafka(), name); err != nil {
+		t.Fatal(err)
 	}
 }
 
