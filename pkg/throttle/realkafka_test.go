@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +64,31 @@ func truth(t *testing.T, brokers []string, topic string) map[string][]byte {
 	return got
 }
 
+// compactedTopic creates topic on the real cluster (replication 3, min.insync.replicas 2)
+// with configs that let the log cleaner run within seconds of a write, plus cfg.
+func compactedTopic(t *testing.T, topic string, partitions int, cfg map[string]string) *fixture {
+	t.Helper()
+	s := throttletest.Start(t, throttletest.Options{})
+	all := map[string]string{"cleanup.policy": "compact", "segment.ms": "300", "min.cleanable.dirty.ratio": "0.01",
+		"delete.retention.ms": "1000", "min.insync.replicas": "2"}
+	for k, v := range cfg {
+		all[k] = v
+	}
+	var entries []kafka.ConfigEntry
+	for k, v := range all {
+		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(s.Brokers()...)}
+	resp, err := cl.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 3, ConfigEntries: entries}}})
+	if err != nil || resp.Errors[topic] != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Errors)
+	}
+	if err := throttle.WaitForTopics(t.Context(), s.Kafka(), topic); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, s: s, topic: topic, codec: s.Codec(t, topic), parts: partitions}
+}
+
 // TestRealCompaction (issue 17 (a)): the Publisher and an idempotent franz-go producer
 // (whose last batch per producer the cleaner keeps even when empty) write sets, lifts and
 // expiry tombstones in multi-record batches; once the real log cleaner has run (the log
@@ -70,21 +96,8 @@ func truth(t *testing.T, brokers []string, topic string) map[string][]byte {
 // independent client reads.
 func TestRealCompaction(t *testing.T) {
 	throttletest.RequireReal(t, "needs Apache Kafka's log cleaner")
-	s := throttletest.Start(t, throttletest.Options{})
-	topic := "real-compaction"
-	cl := &kafka.Client{Addr: kafka.TCP(s.Brokers()...)}
-	cfg := map[string]string{"cleanup.policy": "compact", "segment.ms": "300", "min.cleanable.dirty.ratio": "0.01",
-		"min.compaction.lag.ms": "0", "delete.retention.ms": "1000", "min.insync.replicas": "2"}
-	var entries []kafka.ConfigEntry
-	for k, v := range cfg {
-		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
-	}
-	resp, err := cl.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 3, ReplicationFactor: 3, ConfigEntries: entries}}})
-	if err != nil || resp.Errors[topic] != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Errors)
-	}
-	codec := s.Codec(t, topic)
-	f := &fixture{t: t, s: s, topic: topic, codec: codec, parts: 3}
+	f := compactedTopic(t, "real-compaction", 3, map[string]string{"min.compaction.lag.ms": "0"})
+	s, topic, codec := f.s, f.topic, f.codec
 	live := f.run()
 	pub, err := throttle.NewPublisher(s.Kafka(), topic, codec)
 	if err != nil {
@@ -415,4 +428,106 @@ func TestRealRollingRestart(t *testing.T) {
 	}
 	t.Logf("rolling restart of 3 nodes: %d writes acknowledged, %d refused, %d keys; %d divergent of %d tables (3 live, 1 rebuilt)",
 		counts[0], counts[1], len(want), divergent, len(tables))
+}
+
+// TestRealSweeperUnderCompactionLag (issue 17 (e)): the sweeper's race (an expiry
+// tombstone that lands after a renewal) on a topic whose min.compaction.lag.ms the real
+// cleaner honours. With the sweeper, the renewal is written again within the lag, and
+// after the cleaner has run a rebuilt table still holds it. A control topic gets the same
+// log without a sweeper: there the cleaner leaves only the tombstone, and a rebuilt table
+// loses the renewal (the hazard the repair exists for is real on this broker).
+func TestRealSweeperUnderCompactionLag(t *testing.T) {
+	throttletest.RequireReal(t, "needs Apache Kafka's log cleaner and its min.compaction.lag.ms")
+	const lag = 4 * time.Second
+	cfg := map[string]string{"min.compaction.lag.ms": strconv.Itoa(int(lag.Milliseconds()))}
+	f := compactedTopic(t, "real-sweeper-lag", 1, cfg)
+	control := compactedTopic(t, "real-sweeper-lag-control", 1, cfg)
+	p, cp := f.publisher(), control.publisher()
+
+	t1 := rec("acme", 20, 300*time.Millisecond)
+	t2 := rec("acme", 40, time.Hour)
+	t2.ID = "t2-renewal"
+	var once sync.Once
+	var tb *throttle.Table
+	var renewed atomic.Int64 // unix ns: when T2 was acknowledged
+	tb, _ = f.sweeping(throttle.WithBeforeTombstone(func(r throttle.Record) {
+		if r.ID != t1.ID {
+			return
+		}
+		once.Do(func() {
+			if err := p.Set(context.Background(), t2); err != nil {
+				t.Error(err)
+				return
+			}
+			renewed.Store(time.Now().UnixNano())
+			eventually(t, "T2 applied before the tombstone", func() bool { c, ok := tb.Lookup("acme"); return ok && c.ID() == t2.ID })
+		})
+	}))
+	controlLive := control.run()
+	if err := p.Set(t.Context(), t1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "T2 re-published after the stale tombstone", func() bool {
+		l := logOf(t, f, "acme")
+		return len(l) == 4 && l[2].Value == nil && l[3].Value != nil
+	})
+	renewal := logOf(t, f, "acme")[1].Offset
+	renewedAt := time.Unix(0, renewed.Load())
+	// The control topic: T1, T2, the stale tombstone, and no sweeper to repair it.
+	for _, op := range []func() error{
+		func() error { return cp.Set(t.Context(), t1) },
+		func() error { return cp.Set(t.Context(), t2) },
+		func() error { return cp.Expire(t.Context(), t1) },
+	} {
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "control: live table keeps T2 (compare-before-delete)", func() bool {
+		c, ok := controlLive.Lookup("acme")
+		return ok && c.ID() == t2.ID
+	})
+
+	// Roll segments on both topics until the cleaner has compacted acme on each; note when
+	// the renewal's first copy left the log.
+	var renewalGone time.Time
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		for _, pub := range []*throttle.Publisher{p, cp} {
+			if err := pub.Set(t.Context(), rec("roller-"+strconv.FormatInt(time.Now().UnixNano(), 36), 1, time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, cl := logOf(t, f, "acme"), logOf(t, control, "acme")
+		if renewalGone.IsZero() && (len(l) == 0 || l[0].Offset > renewal) {
+			renewalGone = time.Now()
+		}
+		if len(l) == 1 && len(cl) <= 1 {
+			if l[0].Value == nil {
+				t.Fatal("the cleaner left a tombstone as acme's last record: the renewal is lost")
+			}
+			if len(cl) == 1 && cl[0].Value != nil {
+				t.Fatal("control: the cleaner kept a throttle after the stale tombstone")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cleaner did not compact acme in 90s: %d records (control %d)", len(l), len(cl))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// Kafka keeps a record at least min.compaction.lag.ms: the window the repair relies on.
+	if kept := renewalGone.Sub(renewedAt); kept < lag {
+		t.Fatalf("the renewal's first copy was compacted %v after it was written, inside the %v lag", kept, lag)
+	}
+	if got, ok := f.run().Lookup("acme"); !ok || got.ID() != t2.ID {
+		t.Fatalf("rebuilt after compaction: got %+v (found %v), want T2", got, ok)
+	}
+	wantLimit(t, tb, "acme", 40)
+	if got, ok := control.run().Lookup("acme"); ok {
+		t.Fatalf("control rebuilt after compaction: got %+v, want no throttle (the hazard did not occur)", got)
+	}
+	t.Logf("sweeper under min.compaction.lag.ms=%v: the renewal's first copy was compacted %v after it was written; "+
+		"with the repair a rebuilt table holds T2, without it (control topic) the rebuilt table lost it while the live one kept it",
+		lag, renewalGone.Sub(renewedAt).Round(100*time.Millisecond))
 }
