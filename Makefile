@@ -4,7 +4,7 @@
 MODULES := pkg/throttle services/ingestion services/processing e2e deploy/local
 GO ?= go
 
-.PHONY: all build test test-short bench fuzz vet check-modules run generate clean kafka test-kafka
+.PHONY: all build test test-short bench bench-kafka fuzz vet check-modules run generate clean kafka test-kafka
 
 all: build
 
@@ -61,6 +61,13 @@ bench:
 	cd pkg/throttle && $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
 	cd services/ingestion && $(GO) test -run '^$$' -bench 'BenchmarkIngest$$' -benchtime 2s -count=1 .
 	cd services/ingestion && $(GO) test -run '^$$' -bench 'BenchmarkIngest(Ratio|Latency)$$' -benchtime 1x -count=1 -v .
+
+## bench-kafka: the propagation benchmark (publish → visible in 3 tables) and the rebuild
+## benchmark (a table's rebuild beside raw kafka-go reading of the same topic,
+## BENCH_RECORDS records), first on the in-process broker, then on the real cluster.
+bench-kafka: kafka
+	cd pkg/throttle && $(GO) test -run '^$$' -bench 'Benchmark(Propagation|RebuildRatio)$$' -benchtime 1x -count=1 .
+	cd pkg/throttle && SLUICE_TEST_KAFKA=real SLUICE_KAFKA_LIBS=$(KAFKA_LIBS) $(GO) test -run '^$$' -bench 'Benchmark(Propagation|RebuildRatio)$$' -benchtime 1x -count=1 -timeout 30m .
 
 ## fuzz: the decoder's fuzz target for FUZZTIME (default 1m).
 FUZZTIME ?= 1m

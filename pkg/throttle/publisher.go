@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/compress"
 )
 
 // Publisher writes throttles and tombstones to the throttle topic.
@@ -20,13 +19,16 @@ import (
 // record twice leaves a table as it was.
 type Publisher struct {
 	w     *kafka.Writer
-	tr    *kafka.Transport
 	codec *Codec
 	topic string
 }
 
 // PublisherOption configures a Publisher.
-type PublisherOption func(*publisherConfig)
+type PublisherOption interface{ applyPublisher(*publisherConfig) }
+
+type publisherOptionFunc func(*publisherConfig)
+
+func (f publisherOptionFunc) applyPublisher(c *publisherConfig) { f(c) }
 
 type publisherConfig struct {
 	maxAttempts  int
@@ -39,13 +41,13 @@ type publisherConfig struct {
 // WithRetries bounds the attempts of one write and the backoff between them (default 5
 // attempts, 50ms to 1s).
 func WithRetries(attempts int, lo, hi time.Duration) PublisherOption {
-	return func(c *publisherConfig) { c.maxAttempts, c.backoffMin, c.backoffMax = attempts, lo, hi }
+	return publisherOptionFunc(func(c *publisherConfig) { c.maxAttempts, c.backoffMin, c.backoffMax = attempts, lo, hi })
 }
 
 // WithBatchTimeout sets how long the writer waits to fill a batch (default 2ms; kafka-go's
 // default of 1s would make every synchronous publish take a second).
 func WithBatchTimeout(d time.Duration) PublisherOption {
-	return func(c *publisherConfig) { c.batchTimeout = d }
+	return publisherOptionFunc(func(c *publisherConfig) { c.batchTimeout = d })
 }
 
 // NewPublisher returns a publisher to topic. Close it to release its connections.
@@ -58,33 +60,14 @@ func NewPublisher(kc KafkaConfig, topic string, codec *Codec, opts ...PublisherO
 	}
 	cfg := publisherConfig{maxAttempts: 5, backoffMin: 50 * time.Millisecond, backoffMax: time.Second, batchTimeout: 2 * time.Millisecond, writeTimeout: 10 * time.Second}
 	for _, o := range opts {
-		o(&cfg)
+		o.applyPublisher(&cfg)
 	}
-	if cfg.maxAttempts < 1 || cfg.backoffMin <= 0 || cfg.backoffMax < cfg.backoffMin || cfg.batchTimeout <= 0 {
-		return nil, errors.New("new publisher: attempts must be >= 1, backoff and batch timeout positive")
+	w, err := NewWriter(kc, topic, WithWriterBatch(cfg.batchTimeout, 0, 0),
+		WithWriterRetries(cfg.maxAttempts, cfg.backoffMin, cfg.backoffMax), WithWriteTimeout(cfg.writeTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("new publisher: %w", err)
 	}
-	tr := kc.Transport()
-	w := &kafka.Writer{
-		Addr:      kafka.TCP(kc.Brokers...),
-		Topic:     topic,
-		Transport: tr,
-		// The Java client's partitioner: a customer's records land on the partition any
-		// Kafka client would choose. kafka-go's default (round robin) ignores the key,
-		// which would scatter a customer's history over partitions and break compaction.
-		Balancer:        &kafka.Murmur2Balancer{},
-		RequiredAcks:    kafka.RequireAll, // kafka-go defaults to fire-and-forget
-		MaxAttempts:     cfg.maxAttempts,
-		WriteBackoffMin: cfg.backoffMin,
-		WriteBackoffMax: cfg.backoffMax,
-		BatchTimeout:    cfg.batchTimeout,
-		WriteTimeout:    cfg.writeTimeout,
-		// Uncompressed: the topic stores its batches uncompressed anyway (see
-		// TopicSpec.Configs), and throttle records are small.
-		Compression: compress.None,
-		// The topic is created by EnsureTopic with the right settings, never implicitly.
-		AllowAutoTopicCreation: false,
-	}
-	return &Publisher{w: w, tr: tr, codec: codec, topic: topic}, nil
+	return &Publisher{w: w, codec: codec, topic: topic}, nil
 }
 
 // Set publishes r as its customer's throttle. It returns once all in-sync replicas have
@@ -130,10 +113,8 @@ func (p *Publisher) write(ctx context.Context, msg kafka.Message, op, customer s
 
 // Close flushes and closes the writer.
 func (p *Publisher) Close() error {
-	// The transport's connection pools outlive the writer unless closed here.
-	defer p.tr.CloseIdleConnections()
-	if err := p.w.Close(); err != nil {
-		return fmt.Errorf("close publisher of %s: %w", p.topic, err)
+	if err := CloseWriter(p.w); err != nil {
+		return fmt.Errorf("close publisher: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,6 +161,34 @@ func (f *fixture) sweepingWith(observe func(throttle.Change), tableOpts []thrott
 	return tb, s
 }
 
+// renewingSweeper starts a table and a sweeper on it in which the sweeper's race (see
+// Sweeper) happens for sure: the sweeper has decided t1 expired and checked its table;
+// before its tombstone is written, t2 (the same customer's renewal) is published with p
+// and applied. It also returns when t2 was acknowledged.
+func (f *fixture) renewingSweeper(p *throttle.Publisher, t1, t2 throttle.Record) (*throttle.Table, func() time.Time) {
+	f.t.Helper()
+	var once sync.Once
+	var tb *throttle.Table
+	var renewed atomic.Int64 // unix ns
+	tb, _ = f.sweeping(throttle.WithBeforeTombstone(func(r throttle.Record) {
+		if r.ID != t1.ID {
+			return
+		}
+		once.Do(func() {
+			if err := p.Set(context.Background(), t2); err != nil {
+				f.t.Error(err)
+				return
+			}
+			renewed.Store(time.Now().UnixNano())
+			eventually(f.t, "T2 applied before the tombstone", func() bool {
+				c, ok := tb.Lookup(t2.Customer)
+				return ok && c.ID() == t2.ID
+			})
+		})
+	}))
+	return tb, func() time.Time { return time.Unix(0, renewed.Load()) }
+}
+
 func newCompactingFixture(t *testing.T) *fixture {
 	t.Helper()
 	s := throttletest.Start(t, throttletest.Options{})
@@ -239,22 +268,7 @@ func TestSweeperNeverLosesANewerThrottle(t *testing.T) {
 	t1 := rec("acme", 20, 300*time.Millisecond)
 	t2 := rec("acme", 40, time.Hour)
 	t2.ID = "t2-renewal"
-	var once sync.Once
-	var tb *throttle.Table
-	// The race, made deterministic: the sweeper has decided T1 expired and checked its
-	// table; before its tombstone is written, T2 is published and applied.
-	tb, _ = f.sweeping(throttle.WithBeforeTombstone(func(r throttle.Record) {
-		if r.ID != t1.ID {
-			return
-		}
-		once.Do(func() {
-			if err := p.Set(context.Background(), t2); err != nil {
-				t.Error(err)
-				return
-			}
-			eventually(t, "T2 applied before the tombstone", func() bool { c, ok := tb.Lookup("acme"); return ok && c.ID() == t2.ID })
-		})
-	}))
+	tb, _ := f.renewingSweeper(p, t1, t2)
 	if err := p.Set(t.Context(), t1); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,22 +446,7 @@ func TestRealSweeperUnderCompactionLag(t *testing.T) {
 	t1 := rec("acme", 20, 300*time.Millisecond)
 	t2 := rec("acme", 40, time.Hour)
 	t2.ID = "t2-renewal"
-	var once sync.Once
-	var tb *throttle.Table
-	var renewed atomic.Int64 // unix ns: when T2 was acknowledged
-	tb, _ = f.sweeping(throttle.WithBeforeTombstone(func(r throttle.Record) {
-		if r.ID != t1.ID {
-			return
-		}
-		once.Do(func() {
-			if err := p.Set(context.Background(), t2); err != nil {
-				t.Error(err)
-				return
-			}
-			renewed.Store(time.Now().UnixNano())
-			eventually(t, "T2 applied before the tombstone", func() bool { c, ok := tb.Lookup("acme"); return ok && c.ID() == t2.ID })
-		})
-	}))
+	tb, renewedAt := f.renewingSweeper(p, t1, t2)
 	controlLive := control.run()
 	if err := p.Set(t.Context(), t1); err != nil {
 		t.Fatal(err)
@@ -472,7 +456,6 @@ func TestRealSweeperUnderCompactionLag(t *testing.T) {
 		return len(l) == 4 && l[2].Value == nil && l[3].Value != nil
 	})
 	renewal := logOf(t, f, "acme")[1].Offset
-	renewedAt := time.Unix(0, renewed.Load())
 	// The control topic: T1, T2, the stale tombstone, and no sweeper to repair it.
 	for _, op := range []func() error{
 		func() error { return cp.Set(t.Context(), t1) },
@@ -517,7 +500,7 @@ func TestRealSweeperUnderCompactionLag(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	// Kafka keeps a record at least min.compaction.lag.ms: the window the repair relies on.
-	if kept := renewalGone.Sub(renewedAt); kept < lag {
+	if kept := renewalGone.Sub(renewedAt()); kept < lag {
 		t.Fatalf("the renewal's first copy was compacted %v after it was written, inside the %v lag", kept, lag)
 	}
 	if got, ok := f.run().Lookup("acme"); !ok || got.ID() != t2.ID {
@@ -529,5 +512,5 @@ func TestRealSweeperUnderCompactionLag(t *testing.T) {
 	}
 	t.Logf("sweeper under min.compaction.lag.ms=%v: the renewal's first copy was compacted %v after it was written; "+
 		"with the repair a rebuilt table holds T2, without it (control topic) the rebuilt table lost it while the live one kept it",
-		lag, renewalGone.Sub(renewedAt).Round(100*time.Millisecond))
+		lag, renewalGone.Sub(renewedAt()).Round(100*time.Millisecond))
 }

@@ -59,7 +59,11 @@ type Sweeper struct {
 }
 
 // SweeperOption configures a Sweeper.
-type SweeperOption func(*sweeperConfig)
+type SweeperOption interface{ applySweeper(*sweeperConfig) }
+
+type sweeperOptionFunc func(*sweeperConfig)
+
+func (f sweeperOptionFunc) applySweeper(c *sweeperConfig) { f(c) }
 
 type sweeperConfig struct {
 	grace      time.Duration
@@ -72,25 +76,29 @@ type sweeperConfig struct {
 
 // WithGrace delays the tombstone of an expired throttle (default 30s), so a renewal
 // that is on its way usually lands first.
-func WithGrace(d time.Duration) SweeperOption { return func(c *sweeperConfig) { c.grace = d } }
+func WithGrace(d time.Duration) SweeperOption {
+	return sweeperOptionFunc(func(c *sweeperConfig) { c.grace = d })
+}
 
 // WithSweepInterval sets how often pending work is retried (default 1s).
 func WithSweepInterval(d time.Duration) SweeperOption {
-	return func(c *sweeperConfig) { c.interval = d }
+	return sweeperOptionFunc(func(c *sweeperConfig) { c.interval = d })
 }
 
 // WithSweeperLogger sets the logger.
-func WithSweeperLogger(l *zap.Logger) SweeperOption { return func(c *sweeperConfig) { c.log = l } }
+func WithSweeperLogger(l *zap.Logger) SweeperOption {
+	return sweeperOptionFunc(func(c *sweeperConfig) { c.log = l })
+}
 
 // WithSweeperClock replaces time.Now, for tests.
 func WithSweeperClock(now func() time.Time) SweeperOption {
-	return func(c *sweeperConfig) { c.clock = now }
+	return sweeperOptionFunc(func(c *sweeperConfig) { c.clock = now })
 }
 
 // WithBeforeTombstone runs fn after the sweeper decided to tombstone r and before it
 // writes: a fault-injection point for tests of the race described on Sweeper.
 func WithBeforeTombstone(fn func(r Record)) SweeperOption {
-	return func(c *sweeperConfig) { c.beforeTomb = fn }
+	return sweeperOptionFunc(func(c *sweeperConfig) { c.beforeTomb = fn })
 }
 
 // NewSweeper returns a sweeper that writes with pub and judges with table. Feed it the
@@ -102,7 +110,7 @@ func NewSweeper(pub *Publisher, table *Table, opts ...SweeperOption) (*Sweeper, 
 	}
 	cfg := sweeperConfig{grace: 30 * time.Second, interval: time.Second, timeout: 10 * time.Second, log: zap.NewNop(), clock: time.Now}
 	for _, o := range opts {
-		o(&cfg)
+		o.applySweeper(&cfg)
 	}
 	if cfg.grace < 0 || cfg.interval <= 0 || cfg.log == nil || cfg.clock == nil {
 		return nil, errors.New("new sweeper: grace must be >= 0, interval positive")

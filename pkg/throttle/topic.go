@@ -119,39 +119,25 @@ func EnsureTopic(ctx context.Context, kc KafkaConfig, spec TopicSpec) (TopicInfo
 		return TopicInfo{}, err
 	}
 	spec.fill()
+	info := TopicInfo{Name: spec.Name}
+	var entries []kafka.ConfigEntry
+	for k, v := range spec.Configs(spec.ReplicationFactor) {
+		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	created, err := CreateTopics(ctx, kc, kafka.TopicConfig{
+		Topic: spec.Name, NumPartitions: spec.Partitions, ReplicationFactor: spec.ReplicationFactor, ConfigEntries: entries,
+	})
+	if err != nil {
+		return info, err
+	}
+	info.Created = len(created) == 1
+
 	cl := kc.client(10 * time.Second)
 	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
-
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{spec.Name}})
 	if err != nil {
-		return TopicInfo{}, fmt.Errorf("ensure topic %s: metadata: %w", spec.Name, err)
+		return info, fmt.Errorf("ensure topic %s: metadata: %w", spec.Name, err)
 	}
-	rf := min(spec.ReplicationFactor, max(len(meta.Brokers), 1))
-	info := TopicInfo{Name: spec.Name}
-
-	if !topicExists(meta, spec.Name) {
-		entries := []kafka.ConfigEntry{}
-		for k, v := range spec.Configs(rf) {
-			entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
-		}
-		resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-			Topic: spec.Name, NumPartitions: spec.Partitions, ReplicationFactor: rf, ConfigEntries: entries,
-		}}})
-		if err != nil {
-			return info, fmt.Errorf("ensure topic %s: create: %w", spec.Name, err)
-		}
-		// kafka-go reports per-topic failures in the response, not in err. Another
-		// instance creating the topic at the same moment is fine: check it below.
-		if terr := resp.Errors[spec.Name]; terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
-			return info, fmt.Errorf("ensure topic %s: create: %w", spec.Name, terr)
-		} else if terr == nil {
-			info.Created = true
-		}
-		if meta, err = waitForTopic(ctx, cl, kc, spec.Name); err != nil {
-			return info, err
-		}
-	}
-
 	for _, t := range meta.Topics {
 		if t.Name == spec.Name {
 			info.Partitions = len(t.Partitions)
@@ -185,20 +171,67 @@ func topicExists(meta *kafka.MetadataResponse, name string) bool {
 	return false
 }
 
-// waitForTopic polls metadata until a just-created topic shows its partitions, then
-// waits until every broker knows it (WaitForTopics).
-func waitForTopic(ctx context.Context, cl *kafka.Client, kc KafkaConfig, name string) (*kafka.MetadataResponse, error) {
-	for {
-		meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
-		if err == nil && topicExists(meta, name) {
-			return meta, WaitForTopics(ctx, kc, name)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("ensure topic %s: wait for metadata: %w", name, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+// CreateTopics creates each topic that does not exist yet and waits until every broker
+// knows it (WaitForTopics). Existing topics are left as they are, and another client
+// creating one at the same moment is fine. The replication factor is capped by the
+// cluster's size and a min.insync.replicas entry below it, so the same settings work on
+// a one-broker development cluster. It returns the names it created.
+func CreateTopics(ctx context.Context, kc KafkaConfig, topics ...kafka.TopicConfig) ([]string, error) {
+	if err := kc.validate(); err != nil {
+		return nil, err
 	}
+	cl := kc.client(10 * time.Second)
+	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.Topic
+	}
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		return nil, fmt.Errorf("create topics %v: metadata: %w", names, err)
+	}
+	brokers := max(len(meta.Brokers), 1)
+	var missing []kafka.TopicConfig
+	for _, t := range topics {
+		if topicExists(meta, t.Topic) {
+			continue
+		}
+		t.NumPartitions = max(t.NumPartitions, 1)
+		t.ReplicationFactor = min(max(t.ReplicationFactor, 1), brokers)
+		t.ConfigEntries = append([]kafka.ConfigEntry(nil), t.ConfigEntries...)
+		for i, e := range t.ConfigEntries {
+			if e.ConfigName == "min.insync.replicas" {
+				isr, err := strconv.Atoi(e.ConfigValue)
+				if err != nil {
+					return nil, fmt.Errorf("create topic %s: min.insync.replicas %q: %w", t.Topic, e.ConfigValue, err)
+				}
+				t.ConfigEntries[i].ConfigValue = strconv.Itoa(min(max(isr, 1), max(t.ReplicationFactor-1, 1)))
+			}
+		}
+		missing = append(missing, t)
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: missing})
+	if err != nil {
+		return nil, fmt.Errorf("create topics: %w", err)
+	}
+	var created, wait []string
+	for _, t := range missing {
+		// kafka-go reports per-topic failures in the response, not in err.
+		switch terr := resp.Errors[t.Topic]; {
+		case terr == nil:
+			created = append(created, t.Topic)
+		case !errors.Is(terr, kafka.TopicAlreadyExists):
+			return created, fmt.Errorf("create topic %s: %w", t.Topic, terr)
+		}
+		wait = append(wait, t.Topic)
+	}
+	if err := WaitForTopics(ctx, kc, wait...); err != nil {
+		return created, fmt.Errorf("create topics: %w", err)
+	}
+	return created, nil
 }
 
 // WaitForTopics waits until every broker of the cluster knows the topics and a leader of

@@ -3,6 +3,7 @@ package throttle_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -111,5 +112,72 @@ func TestTopicConfigsCapInsync(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("rf %d isr %d: got %s, want %s", tt.rf, tt.isr, got, tt.want)
 		}
+	}
+}
+
+// CreateTopics, which every service's topic creation goes through: it creates only what
+// is missing, reports what it created, caps the replication factor at the cluster's
+// size and min.insync.replicas below it, and leaves an existing topic as it is.
+func TestCreateTopics(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	brokers := len(s.Brokers())
+	events := kafka.TopicConfig{Topic: "ct-events", NumPartitions: 3, ReplicationFactor: 5, ConfigEntries: []kafka.ConfigEntry{
+		{ConfigName: "cleanup.policy", ConfigValue: "delete"}, {ConfigName: "min.insync.replicas", ConfigValue: "4"},
+	}}
+	created, err := throttle.CreateTopics(ctx, s.Kafka(), events, kafka.TopicConfig{Topic: "ct-other", NumPartitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(created) != 2 {
+		t.Fatalf("got created %v, want both topics", created)
+	}
+	wantISR := strconv.Itoa(max(min(brokers, 5)-1, 1))
+	if got := describe(t, s, "ct-events"); got["min.insync.replicas"] != wantISR || got["cleanup.policy"] != "delete" {
+		t.Fatalf("got min.insync.replicas %q cleanup.policy %q, want %s and delete (%d brokers)",
+			got["min.insync.replicas"], got["cleanup.policy"], wantISR, brokers)
+	}
+	// Again, with another partition count: nothing is created or changed.
+	events.NumPartitions = 9
+	created, err = throttle.CreateTopics(ctx, s.Kafka(), events)
+	if err != nil || len(created) != 0 {
+		t.Fatalf("second call: got created %v, err %v; want none, nil", created, err)
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(s.Brokers()...), Timeout: 5 * time.Second}
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{"ct-events"}})
+	if err != nil || len(meta.Topics) != 1 || len(meta.Topics[0].Partitions) != 3 {
+		t.Fatalf("existing topic changed: %+v %v", meta, err)
+	}
+}
+
+func TestNewWriterRefusesBadOptions(t *testing.T) {
+	kc := throttle.KafkaConfig{Brokers: []string{"127.0.0.1:1"}}
+	for name, opt := range map[string]throttle.WriterOption{
+		"zero batch timeout": throttle.WithWriterBatch(0, 0, 0),
+		"negative records":   throttle.WithWriterBatch(time.Millisecond, -1, 0),
+		"no attempts":        throttle.WithWriterRetries(0, time.Millisecond, time.Second),
+		"backoff reversed":   throttle.WithWriterRetries(3, time.Second, time.Millisecond),
+		"zero write timeout": throttle.WithWriteTimeout(0),
+	} {
+		if _, err := throttle.NewWriter(kc, "t", opt); err == nil {
+			t.Errorf("%s: got nil, want an error", name)
+		}
+	}
+	if _, err := throttle.NewWriter(kc, ""); err == nil {
+		t.Error("no topic: got nil, want an error")
+	}
+	w, err := throttle.NewWriter(kc, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.RequiredAcks != kafka.RequireAll {
+		t.Errorf("got RequiredAcks %v, want all in-sync replicas", w.RequiredAcks)
+	}
+	if _, ok := w.Balancer.(*kafka.Murmur2Balancer); !ok {
+		t.Errorf("got balancer %T, want Murmur2 (the Java client's)", w.Balancer)
+	}
+	if err := throttle.CloseWriter(w); err != nil {
+		t.Fatal(err)
 	}
 }

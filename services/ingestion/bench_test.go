@@ -25,7 +25,6 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
-	"github.com/sluice-dev/sluice/services/ingestion/internal/kafkaconn"
 )
 
 // benchCustomers spread the events over the events topic's partitions. Every one has a
@@ -252,14 +251,17 @@ func (bs *benchStack) httpArm(b *testing.B, batch int) arm {
 // rawArm writes the same messages straight to a kafka-go Writer with the replica's
 // settings.
 func (bs *benchStack) rawArm(batch int) arm {
-	w := eventsWriter(bs.stack.Kafka(), bs.cfg)
+	w, err := eventsWriter(bs.stack.Kafka(), bs.cfg)
+	if err != nil {
+		panic(err)
+	}
 	inputs := make([][]kafka.Message, callers*perCaller)
 	for i := range inputs {
 		inputs[i] = rawMessages(uint64(i), batch)
 	}
 	return arm{op: func(c, i int) error {
 		return w.WriteMessages(context.Background(), inputs[c*perCaller+i%perCaller]...)
-	}, close: func() { kafkaconn.Close(w) }}
+	}, close: func() { throttle.CloseWriter(w) }}
 }
 
 // BenchmarkIngest measures events/s through ingestion's HTTP API into the events topic

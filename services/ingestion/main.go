@@ -23,9 +23,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/fleet"
-	"github.com/sluice-dev/sluice/services/ingestion/internal/kafkaconn"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/server"
@@ -86,9 +86,11 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 		return err
 	}
 
-	// Heartbeats are tiny and superseded every interval: no batching wait, no retries.
-	members := kafkaconn.Writer(kc, kafkaconn.WriterConfig{Topic: cfg.MembersTopic, BatchTimeout: time.Millisecond, BatchSize: 1, MaxAttempts: 1})
-	defer kafkaconn.Close(members)
+	members, err := fleet.NewWriter(kc, cfg.MembersTopic)
+	if err != nil {
+		return err
+	}
+	defer throttle.CloseWriter(members)
 	fl, err := fleet.New(fleet.Config{
 		Replica: cfg.ReplicaID, Interval: cfg.HeartbeatInterval, TTL: cfg.MemberTTL, Log: log.Named("fleet"),
 		Serving: table.Ready, // a replica still refusing events with 503 must not shrink the others' shares
@@ -102,8 +104,11 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 		return err
 	}
 
-	events := eventsWriter(kc, cfg)
-	defer kafkaconn.Close(events)
+	events, err := eventsWriter(kc, cfg)
+	if err != nil {
+		return err
+	}
+	defer throttle.CloseWriter(events)
 	out := sink.New(events, sink.Config{
 		Buffer: cfg.BufferEvents, MaxMessageBytes: cfg.MaxEventBytes, Timeout: cfg.WriteTimeout,
 		Log: log.Named("sink"),
@@ -171,20 +176,17 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	return failed
 }
 
-// eventsWriter is the events topic's writer: synchronous, acks=all, Murmur2 (see
-// kafkaconn.Writer), batching for BatchTimeout.
-func eventsWriter(kc throttle.KafkaConfig, cfg config.Config) *kafka.Writer {
-	return kafkaconn.Writer(kc, kafkaconn.WriterConfig{
-		Topic: cfg.EventsTopic, BatchTimeout: cfg.BatchTimeout,
+// eventsWriter is the events topic's writer (throttle.NewWriter: synchronous, acks=all,
+// Murmur2), batching for BatchTimeout.
+func eventsWriter(kc throttle.KafkaConfig, cfg config.Config) (*kafka.Writer, error) {
+	return throttle.NewWriter(kc, cfg.EventsTopic,
 		// kafka-go allocates room for BatchSize messages with every batch it starts, so a
 		// large value costs memory on every small batch; the sink already gathers the
 		// events of concurrent requests, and 250 keeps big flushes to few requests.
-		BatchSize:  250,
-		BatchBytes: int64(max(cfg.MaxEventBytes+4096, 1<<20)),
+		throttle.WithWriterBatch(cfg.BatchTimeout, 250, int64(max(cfg.MaxEventBytes+4096, 1<<20))),
 		// The sink retries what fails until each request's deadline; kafka-go's own
 		// retries would only hide the failure from it.
-		MaxAttempts: 2,
-	})
+		throttle.WithWriterRetries(2, 10*time.Millisecond, 250*time.Millisecond))
 }
 
 // shutdown stops taking requests, lets those in flight get their answers, flushes the
@@ -234,8 +236,8 @@ func ensureMembersTopic(ctx context.Context, log *zap.Logger, cfg config.Config,
 // service does, and the table waits for it.
 func ensureEventsTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc throttle.KafkaConfig) {
 	retry(ctx, log, "ensure events topic", func() error {
-		created, err := kafkaconn.EnsureEventsTopic(ctx, kc, cfg.EventsTopic, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas)
-		if created {
+		created, err := throttle.CreateTopics(ctx, kc, event.TopicConfig(cfg.EventsTopic, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
+		if len(created) > 0 {
 			log.Info("created events topic", zap.String("topic", cfg.EventsTopic), zap.Int("partitions", cfg.EventsPartitions))
 		}
 		return err

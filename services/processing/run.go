@@ -11,9 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
 	"github.com/sluice-dev/sluice/services/processing/internal/autothrottle"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
@@ -74,8 +76,14 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 	}
 
 	reader := consume.NewReader(kc, cfg.EventsTopic, cfg.ConsumerGroup, log)
-	processed := consume.NewWriter(kc, cfg.ProcessedTopic)
-	dlq := consume.NewWriter(kc, cfg.DLQTopic)
+	processed, err := throttle.NewWriter(kc, cfg.ProcessedTopic)
+	if err != nil {
+		return err
+	}
+	dlq, err := throttle.NewWriter(kc, cfg.DLQTopic)
+	if err != nil {
+		return err
+	}
 	cons, err := consume.New(reader, dlq, consume.NewForwarder(processed), consume.Config{
 		Retries: cfg.HandlerRetries, Backoff: cfg.HandlerBackoff, HandlerTimeout: cfg.HandlerTimeout,
 		CommitInterval: cfg.CommitInterval, InstanceID: cfg.InstanceID,
@@ -160,7 +168,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 	// 2. Flush and close the Kafka clients (the writers are synchronous: nothing is
 	// buffered, Close releases connections).
 	errs = append(errs, within(sctx, "close kafka clients", func() error {
-		return errors.Join(reader.Close(), consume.CloseWriter(processed), consume.CloseWriter(dlq))
+		return errors.Join(reader.Close(), throttle.CloseWriter(processed), throttle.CloseWriter(dlq))
 	}))
 	// 3. Stop the HTTP server, the table, the sweeper and the ticker.
 	errs = append(errs, srv.Shutdown(sctx))
@@ -176,14 +184,11 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 func ensureTopics(ctx context.Context, kc throttle.KafkaConfig, cfg config.Config, log *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	var specs []consume.TopicSpec
+	var topics []kafka.TopicConfig
 	for _, name := range []string{cfg.EventsTopic, cfg.ProcessedTopic, cfg.DLQTopic} {
-		specs = append(specs, consume.TopicSpec{
-			Name: name, Partitions: cfg.EventsPartitions,
-			ReplicationFactor: cfg.ReplicationFactor, MinInsyncReplicas: cfg.MinInsyncReplicas,
-		})
+		topics = append(topics, event.TopicConfig(name, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 	}
-	created, err := consume.EnsureTopics(ctx, kc, specs...)
+	created, err := throttle.CreateTopics(ctx, kc, topics...)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
-	"github.com/sluice-dev/sluice/services/processing/internal/consume"
 	"github.com/sluice-dev/sluice/services/processing/internal/throttlefake"
 )
 
@@ -161,8 +160,11 @@ func flood(t *testing.T, ctx context.Context, stack *throttletest.Stack, topic s
 		b, _ := event.Encode(&event.Event{Customer: c, IngestedAt: now})
 		msgs = append(msgs, kafka.Message{Key: []byte(c), Value: b})
 	}
-	w := consume.NewWriter(stack.Kafka(), topic)
-	defer func() { _ = consume.CloseWriter(w) }()
+	w, err := throttle.NewWriter(stack.Kafka(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = throttle.CloseWriter(w) }()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}

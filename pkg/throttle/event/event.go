@@ -6,15 +6,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
 // DefaultTopic is the events topic's default name.
 const DefaultTopic = "events"
+
+// TopicConfig is how the events topic, and the processed and dead-letter topics after it,
+// are created (throttle.CreateTopics): deleted by age, never compacted, since events are
+// not a table; and min.insync.replicas, so an acknowledged event survives a broker.
+func TopicConfig(name string, partitions, replication, minInsync int) kafka.TopicConfig {
+	return kafka.TopicConfig{Topic: name, NumPartitions: partitions, ReplicationFactor: replication, ConfigEntries: []kafka.ConfigEntry{
+		{ConfigName: "cleanup.policy", ConfigValue: "delete"},
+		{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(minInsync)},
+	}}
+}
 
 // Event is one customer event as it travels the pipeline.
 type Event struct {

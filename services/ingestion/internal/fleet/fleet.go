@@ -10,6 +10,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
 // ApplyFunc applies one record of the membership topic (the shape of
@@ -29,9 +31,16 @@ type Source interface {
 type NewSourceFunc func(apply ApplyFunc) (Source, error)
 
 // Writer writes membership records: a *kafka.Writer on the membership topic, with the
-// Murmur2 balancer so a replica's records stay on one partition.
+// Murmur2 balancer so a replica's records stay on one partition (NewWriter).
 type Writer interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// NewWriter returns the membership topic's writer. Heartbeats are tiny and superseded
+// every interval: no batching wait, no retries. Close it with throttle.CloseWriter.
+func NewWriter(kc throttle.KafkaConfig, topic string) (*kafka.Writer, error) {
+	return throttle.NewWriter(kc, topic, throttle.WithWriterBatch(time.Millisecond, 1, 0),
+		throttle.WithWriterRetries(1, 10*time.Millisecond, 10*time.Millisecond))
 }
 
 // Config tunes a Fleet.

@@ -11,7 +11,6 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/fleet"
-	"github.com/sluice-dev/sluice/services/ingestion/internal/kafkaconn"
 )
 
 const (
@@ -36,7 +35,10 @@ func start(t *testing.T, s *throttletest.Stack, id string) *replica {
 func startServing(t *testing.T, s *throttletest.Stack, id string, serving func() bool) *replica {
 	t.Helper()
 	kc := s.Kafka()
-	w := kafkaconn.Writer(kc, kafkaconn.WriterConfig{Topic: topic, BatchTimeout: time.Millisecond, BatchSize: 1, MaxAttempts: 1})
+	w, err := fleet.NewWriter(kc, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
 	log := zaptest.NewLogger(t).Named(id)
 	f, err := fleet.New(fleet.Config{Replica: id, Interval: interval, TTL: ttl, Serving: serving, Log: log}, w,
 		func(apply fleet.ApplyFunc) (fleet.Source, error) {
@@ -51,7 +53,7 @@ func startServing(t *testing.T, s *throttletest.Stack, id string, serving func()
 	go func() {
 		defer close(r.done)
 		_ = f.Run(ctx)
-		_ = kafkaconn.Close(w)
+		_ = throttle.CloseWriter(w)
 	}()
 	t.Cleanup(r.crash)
 	return r

@@ -50,8 +50,11 @@ func TestConsumerThrottlesTheFlooderOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	processed := consume.NewWriter(c.kc, processedTopic)
-	defer consume.CloseWriter(processed)
+	processed, err := throttle.NewWriter(c.kc, processedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer throttle.CloseWriter(processed)
 	r := c.start(t, consume.NewForwarder(processed), consume.Config{CommitInterval: 100 * time.Millisecond},
 		consume.WithObserver(ctrl), consume.WithMetrics(m))
 	c.waitCommitted(t, partitions, int64(len(msgs)))
@@ -93,8 +96,11 @@ func TestPoisonEventsAreDeadLettered(t *testing.T) {
 		good("flaky"),  // 6
 	)
 
-	processed := consume.NewWriter(c.kc, processedTopic)
-	defer consume.CloseWriter(processed)
+	processed, err := throttle.NewWriter(c.kc, processedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer throttle.CloseWriter(processed)
 	fwd := consume.NewForwarder(processed)
 	var mu sync.Mutex
 	flakyFailures := 2

@@ -36,10 +36,10 @@ func newCluster(t *testing.T, eventPartitions int) *cluster {
 	kc := stack.Kafka()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := consume.EnsureTopics(ctx, kc,
-		consume.TopicSpec{Name: eventsTopic, Partitions: eventPartitions, ReplicationFactor: 3, MinInsyncReplicas: 2},
-		consume.TopicSpec{Name: processedTopic, Partitions: 1, ReplicationFactor: 1},
-		consume.TopicSpec{Name: dlqTopic, Partitions: 1, ReplicationFactor: 1},
+	_, err := throttle.CreateTopics(ctx, kc,
+		event.TopicConfig(eventsTopic, eventPartitions, 3, 2),
+		event.TopicConfig(processedTopic, 1, 1, 1),
+		event.TopicConfig(dlqTopic, 1, 1, 1),
 	)
 	if err != nil {
 		t.Fatalf("create topics: %v", err)
@@ -51,8 +51,11 @@ func newCluster(t *testing.T, eventPartitions int) *cluster {
 // Murmur2-partitioned.
 func (c *cluster) produce(t *testing.T, msgs ...kafka.Message) {
 	t.Helper()
-	w := consume.NewWriter(c.kc, eventsTopic)
-	defer consume.CloseWriter(w)
+	w, err := throttle.NewWriter(c.kc, eventsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer throttle.CloseWriter(w)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
@@ -80,8 +83,11 @@ type running struct {
 func (c *cluster) start(t *testing.T, h consume.Handler, cfg consume.Config, opts ...consume.Option) *running {
 	t.Helper()
 	reader := consume.NewReader(c.kc, eventsTopic, group, zap.NewNop())
-	dlq := consume.NewWriter(c.kc, dlqTopic)
-	t.Cleanup(func() { _ = consume.CloseWriter(dlq) })
+	dlq, err := throttle.NewWriter(c.kc, dlqTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = throttle.CloseWriter(dlq) })
 	cons, err := consume.New(reader, dlq, h, cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
