@@ -75,7 +75,6 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 		return err
 	}
 
-	reader := consume.NewReader(kc, cfg.EventsTopic, cfg.ConsumerGroup, log)
 	processed, err := throttle.NewWriter(kc, cfg.ProcessedTopic)
 	if err != nil {
 		return err
@@ -84,7 +83,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 	if err != nil {
 		return err
 	}
-	cons, err := consume.New(reader, dlq, consume.NewForwarder(processed), consume.Config{
+	cons, err := consume.New(kc, cfg.EventsTopic, cfg.ConsumerGroup, dlq, consume.NewForwarder(processed), consume.Config{
 		Retries: cfg.HandlerRetries, Backoff: cfg.HandlerBackoff, HandlerTimeout: cfg.HandlerTimeout,
 		CommitInterval: cfg.CommitInterval, InstanceID: cfg.InstanceID,
 	}, consume.WithObserver(ctrl), consume.WithMetrics(m), consume.WithLogger(log))
@@ -168,7 +167,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 	// 2. Flush and close the Kafka clients (the writers are synchronous: nothing is
 	// buffered, Close releases connections).
 	errs = append(errs, within(sctx, "close kafka clients", func() error {
-		return errors.Join(reader.Close(), throttle.CloseWriter(processed), throttle.CloseWriter(dlq))
+		return errors.Join(throttle.CloseWriter(processed), throttle.CloseWriter(dlq))
 	}))
 	// 3. Stop the HTTP server, the table, the sweeper and the ticker.
 	errs = append(errs, srv.Shutdown(sctx))

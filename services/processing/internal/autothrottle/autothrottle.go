@@ -137,7 +137,7 @@ func New(cfg Config, pub Publisher, table Throttles, opts ...Option) (*Controlle
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
-	det, err := detect.New(cfg.Detect, c.now)
+	det, err := detect.New(cfg.Detect)
 	if err != nil {
 		return nil, err
 	}
@@ -145,16 +145,41 @@ func New(cfg Config, pub Publisher, table Throttles, opts ...Option) (*Controlle
 	return c, nil
 }
 
-// Observe counts one processed event and, when its customer overloads the pipeline,
-// sets or renews the customer's throttle. A failed write is logged and counted, and
-// retried by a later event of the customer: an event is never failed for it.
-func (c *Controller) Observe(ctx context.Context, ev event.Event) {
+// Assigned starts the detector over with the partitions this replica owns now: call it
+// at every rebalance, before the first event of the new assignment.
+func (c *Controller) Assigned(partitions []int) {
 	c.mu.Lock()
-	sig, over := c.det.Observe(ev.Customer, ev.IngestedAt)
-	if !over {
-		c.mu.Unlock()
-		return
+	defer c.mu.Unlock()
+	c.det.Assigned(partitions)
+}
+
+// Observe counts one processed event of partition p (caughtUp: p had no later record
+// when it was read) and, for each customer that the windows this closes show
+// overloading the pipeline, sets or renews its throttle. A failed write is logged and
+// counted, and retried at a later window: an event is never failed for it.
+func (c *Controller) Observe(ctx context.Context, p int, ev event.Event, caughtUp bool) {
+	c.mu.Lock()
+	sigs := c.det.Observe(p, ev.Customer, ev.IngestedAt, c.now(), caughtUp)
+	c.mu.Unlock()
+	c.act(ctx, sigs)
+}
+
+// Idle says partition p has nothing to read as of now, so windows need not wait for it.
+func (c *Controller) Idle(ctx context.Context, p int) {
+	c.mu.Lock()
+	sigs := c.det.Idle(p, c.now())
+	c.mu.Unlock()
+	c.act(ctx, sigs)
+}
+
+func (c *Controller) act(ctx context.Context, sigs []detect.Signal) {
+	for _, sig := range sigs {
+		c.signal(ctx, sig)
 	}
+}
+
+func (c *Controller) signal(ctx context.Context, sig detect.Signal) {
+	c.mu.Lock()
 	now := c.now()
 	rec, action, ok := c.decideLocked(sig, now)
 	if ok {
@@ -258,10 +283,15 @@ func (c *Controller) currentLocked(customer string, now time.Time) (throttle.Rec
 	return throttle.Record{}, false
 }
 
-// Tick accounts for the automatic throttles this controller published that have expired
+// Tick judges the windows that caught-up partitions have passed with the clock, and
+// accounts for the automatic throttles this controller published that have expired
 // without a renewal. Removing them from the topic is the sweeper's job.
-func (c *Controller) Tick() {
+func (c *Controller) Tick(ctx context.Context) {
 	now := c.now()
+	c.mu.Lock()
+	sigs := c.det.Tick(now)
+	c.mu.Unlock()
+	c.act(ctx, sigs)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for customer, is := range c.issued {
@@ -292,7 +322,7 @@ func (c *Controller) Run(ctx context.Context, interval time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			c.Tick()
+			c.Tick(ctx)
 		}
 	}
 }

@@ -48,6 +48,7 @@ func newHarness(t *testing.T, lag time.Duration) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctrl.Assigned([]int{0})
 	return &harness{clk: clk, store: store, m: m, ctrl: ctrl}
 }
 
@@ -59,15 +60,15 @@ func (h *harness) drive(d time.Duration, acmeRate int) {
 		for k := range max(acmeRate, 1) {
 			if k == 0 {
 				for i := range 10 {
-					h.ctrl.Observe(ctx, event.Event{Customer: fmt.Sprintf("other-%d", i), IngestedAt: h.clk.Now()})
+					h.ctrl.Observe(ctx, 0, event.Event{Customer: fmt.Sprintf("other-%d", i), IngestedAt: h.clk.Now()}, true)
 				}
 			}
 			if k < acmeRate {
-				h.ctrl.Observe(ctx, event.Event{Customer: "acme", IngestedAt: h.clk.Now()})
+				h.ctrl.Observe(ctx, 0, event.Event{Customer: "acme", IngestedAt: h.clk.Now()}, true)
 			}
 			h.clk.Advance(time.Second / time.Duration(max(acmeRate, 1)))
 		}
-		h.ctrl.Tick()
+		h.ctrl.Tick(ctx)
 	}
 }
 
@@ -252,7 +253,7 @@ func TestLiftedThrottleIsSetAgainIfTheOverloadContinues(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.ctrl.Forget("acme")
-	h.drive(5*time.Second, 20)
+	h.drive(10*time.Second, 20) // the next window judged
 
 	sets := h.store.SetsFor("acme")
 	if len(sets) != 2 {
@@ -300,12 +301,13 @@ func BenchmarkObserveWhileThrottled(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	ctrl.Assigned([]int{0})
 	ctx := context.Background()
 	ev := event.Event{Customer: "acme"}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev.IngestedAt = clk.Now()
-		ctrl.Observe(ctx, ev)
+		ctrl.Observe(ctx, 0, ev, true)
 		if i%100 == 0 {
 			clk.Advance(10 * time.Millisecond)
 		}

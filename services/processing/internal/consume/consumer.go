@@ -1,6 +1,6 @@
-// Package consume reads the events topic in a consumer group and hands each event to a
-// Handler, at least once: an event's offset is committed only after it was handled or
-// written to the dead-letter topic. A poison event (one that does not decode, or that
+// Package consume reads the events topic in a consumer group and hands the events to a
+// Handler in batches, at least once: an event's offset is committed only after it, and
+// every earlier event of its partition, was handled or written to the dead-letter topic. A poison event (one that does not decode, or that
 // the handler keeps failing) is dead-lettered with headers saying why, where from and
 // when, so the consumer never stalls on it.
 package consume
@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -17,16 +19,10 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
 )
-
-// Reader is the part of a consumer-group *kafka.Reader the Consumer uses. The caller
-// owns it and closes it after Run returns.
-type Reader interface {
-	FetchMessage(ctx context.Context) (kafka.Message, error)
-	CommitMessages(ctx context.Context, msgs ...kafka.Message) error
-}
 
 // Config tunes a Consumer.
 type Config struct {
@@ -45,6 +41,8 @@ type Config struct {
 	CommitInterval time.Duration
 	// InstanceID goes in the dead-letter headers.
 	InstanceID string
+	// BatchSize is the most events handed to the handler at once (default 1000).
+	BatchSize int
 }
 
 func (c *Config) fill() error {
@@ -62,6 +60,9 @@ func (c *Config) fill() error {
 	}
 	if c.CommitInterval <= 0 {
 		c.CommitInterval = time.Second
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
 	}
 	return nil
 }
@@ -89,9 +90,13 @@ func WithLogger(l *zap.Logger) Option { return optionFunc(func(c *Consumer) { c.
 // WithClock makes the consumer measure event ages and stamp dead letters with now.
 func WithClock(now func() time.Time) Option { return optionFunc(func(c *Consumer) { c.now = now }) }
 
-// Consumer runs the fetch, handle, commit loop.
+// Consumer runs the consumer group of the events topic: per generation, one reader per
+// assigned partition feeds a pipeline that hands events to the handler in batches,
+// dead-letters what fails, and commits.
 type Consumer struct {
-	r        Reader
+	kc       throttle.KafkaConfig
+	topic    string
+	group    string
 	dlq      Writer
 	h        Handler
 	cfg      Config
@@ -101,20 +106,24 @@ type Consumer struct {
 	now      func() time.Time
 
 	running atomic.Bool
-	failing atomic.Bool // the last fetch failed
+	failing atomic.Bool // joining the group failed last time
 
-	lag map[int]prometheus.Gauge // per partition; touched only by Run's goroutine
+	lag map[int]prometheus.Gauge // per partition; touched only by the handling goroutine
 }
 
-// New returns a consumer of r that hands events to h and dead-letters to dlq.
-func New(r Reader, dlq Writer, h Handler, cfg Config, opts ...Option) (*Consumer, error) {
-	if r == nil || dlq == nil || h == nil {
-		return nil, errors.New("new consumer: reader, dead-letter writer and handler are required")
+// New returns a consumer of topic in group that hands events to h and dead-letters to
+// dlq.
+func New(kc throttle.KafkaConfig, topic, group string, dlq Writer, h Handler, cfg Config, opts ...Option) (*Consumer, error) {
+	if len(kc.Brokers) == 0 || topic == "" || group == "" {
+		return nil, errors.New("new consumer: brokers, topic and group are required")
+	}
+	if dlq == nil || h == nil {
+		return nil, errors.New("new consumer: dead-letter writer and handler are required")
 	}
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	c := &Consumer{r: r, dlq: dlq, h: h, cfg: cfg, now: time.Now, lag: map[int]prometheus.Gauge{}}
+	c := &Consumer{kc: kc, topic: topic, group: group, dlq: dlq, h: h, cfg: cfg, now: time.Now, lag: map[int]prometheus.Gauge{}}
 	for _, o := range opts {
 		o.apply(c)
 	}
@@ -127,122 +136,287 @@ func New(r Reader, dlq Writer, h Handler, cfg Config, opts ...Option) (*Consumer
 	return c, nil
 }
 
-// Ready reports whether Run is running and its last fetch did not fail.
+// Ready reports whether Run is running and its last attempt to join the group did not
+// fail.
 func (c *Consumer) Ready() bool { return c.running.Load() && !c.failing.Load() }
 
-// Run consumes until ctx is done, then commits the offsets of everything it handled and
-// returns. An event being handled when ctx ends is finished (bounded by
-// HandlerTimeout); one waiting for a retry is left uncommitted, to be consumed again.
-// Run returns nil after a shutdown, or the error of the final commit.
-func (c *Consumer) Run(ctx context.Context) (err error) {
+// Run consumes until ctx is done: it commits the offsets of everything handled, leaves
+// the group and returns nil, or the error of the final commit. A batch being handled
+// when ctx ends is finished (each attempt bounded by HandlerTimeout); events waiting
+// for a retry are left uncommitted, to be consumed again.
+func (c *Consumer) Run(ctx context.Context) error {
 	c.running.Store(true)
 	defer c.running.Store(false)
-
-	handled := map[int]kafka.Message{} // partition → last handled record
-	lastCommit := c.now()
-	defer func() {
-		// ctx is done by now; the final commit gets its own deadline.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-		defer cancel()
-		if cerr := c.commit(cctx, handled); cerr != nil {
-			err = fmt.Errorf("final commit: %w", cerr)
-		}
-	}()
-
-	fetchBackoff := c.cfg.Backoff
+	cg, err := kafka.NewConsumerGroup(groupConfig(c.kc, c.topic, c.group, c.log))
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", c.group, err)
+	}
+	defer cg.Close() // leaves the group, so the others take over at once
+	backoff := c.cfg.Backoff
 	for {
-		if len(handled) > 0 && c.now().Sub(lastCommit) >= c.cfg.CommitInterval {
-			_ = c.commit(ctx, handled) // logged and counted; retried with the next commit
-			lastCommit = c.now()
-		}
-		// With offsets waiting to be committed, stop waiting for a record when they are
-		// due, so that an idle partition does not hold them back.
-		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if len(handled) > 0 {
-			fctx, cancel = context.WithTimeout(ctx, c.cfg.CommitInterval-c.now().Sub(lastCommit))
-		}
-		msg, ferr := c.r.FetchMessage(fctx)
-		cancel()
-		if ferr != nil {
+		gen, err := cg.Next(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if fctx != ctx && errors.Is(ferr, context.DeadlineExceeded) {
-				continue // commit time
-			}
-			// kafka-go reports rebalances and broker trouble here and carries on: keep
-			// fetching, with a pause so a broker that is away is not hammered.
 			c.failing.Store(true)
-			c.log.Warn("fetch event", zap.Error(ferr), zap.Duration("retry_in", fetchBackoff))
-			if !sleep(ctx, fetchBackoff) {
+			c.log.Warn("join consumer group", zap.String("group", c.group), zap.Error(err), zap.Duration("retry_in", backoff))
+			if !sleep(ctx, backoff) {
 				return nil
 			}
-			fetchBackoff = min(2*fetchBackoff, c.cfg.MaxBackoff)
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
 			continue
 		}
 		c.failing.Store(false)
-		fetchBackoff = c.cfg.Backoff
-
-		if !c.process(ctx, msg) {
-			return nil // shutdown interrupted it: not committed, consumed again later
+		backoff = c.cfg.Backoff
+		if err := c.generation(ctx, gen); err != nil || ctx.Err() != nil {
+			return err
 		}
-		handled[msg.Partition] = msg
 	}
 }
 
-// commit commits the last handled record of each partition. A failure (a rebalance, a
-// coordinator that moved) keeps them for the next commit: delivery is at least once.
-func (c *Consumer) commit(ctx context.Context, handled map[int]kafka.Message) error {
-	if len(handled) == 0 {
+// fetched is one record from a partition reader, or a note that the partition has
+// nothing to read (idle).
+type fetched struct {
+	msg  kafka.Message
+	idle bool
+}
+
+// generation runs one generation of the group: readers of the assigned partitions feed
+// the handling loop until the generation ends (a rebalance) or ctx does. It returns the
+// error of the final commit at shutdown.
+func (c *Consumer) generation(ctx context.Context, gen *kafka.Generation) error {
+	var parts []int
+	offsets := map[int]int64{}
+	for _, a := range gen.Assignments[c.topic] {
+		parts = append(parts, a.ID)
+		offsets[a.ID] = a.Offset
+	}
+	slices.Sort(parts)
+	c.log.Info("partitions assigned", zap.Int32("generation", gen.ID), zap.Ints("partitions", parts))
+	if c.observer != nil {
+		c.observer.Assigned(parts)
+	}
+	in := make(chan fetched, c.cfg.BatchSize)
+	if len(parts) > 0 {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		first, end, err := endOffsets(lctx, c.kc, c.topic, parts)
+		cancel()
+		if err != nil {
+			c.log.Warn("end offsets: partitions count as busy until they deliver", zap.Error(err))
+		}
+		for _, p := range parts {
+			from := offsets[p]
+			if from < 0 {
+				from = first[p]
+			}
+			idle := err == nil && from >= end[p]
+			gen.Start(func(gctx context.Context) { c.read(gctx, p, offsets[p], idle, in) })
+		}
+	}
+	done := make(chan error, 1)
+	gen.Start(func(gctx context.Context) { done <- c.handleLoop(ctx, gctx, gen, in) })
+	return <-done
+}
+
+// read feeds in with partition p's records from offset until the generation ends.
+func (c *Consumer) read(gctx context.Context, p int, offset int64, idle bool, in chan<- fetched) {
+	r, err := partitionReader(c.kc, c.topic, p, offset, c.log)
+	if err != nil {
+		c.log.Error("partition reader", zap.Int("partition", p), zap.Error(err))
+		return
+	}
+	defer r.Close()
+	if idle {
+		select {
+		case in <- fetched{msg: kafka.Message{Partition: p}, idle: true}:
+		case <-gctx.Done():
+			return
+		}
+	}
+	for {
+		m, err := r.FetchMessage(gctx)
+		if err != nil {
+			if gctx.Err() != nil {
+				return
+			}
+			c.log.Warn("fetch event", zap.Int("partition", p), zap.Error(err))
+			if !sleep(gctx, c.cfg.Backoff) {
+				return
+			}
+			continue
+		}
+		select {
+		case in <- fetched{msg: m}:
+		case <-gctx.Done():
+			return // not handled, so not committed: the next owner reads it again
+		}
+	}
+}
+
+// handleLoop hands the fetched records to the handler in batches and commits. It ends
+// when the generation does (gctx) or at shutdown (ctx), after committing what was
+// handled.
+//
+// The invariant, where offsets are committed: a partition's offset is committed only
+// when every earlier record of that partition this generation fetched was handled or
+// dead-lettered. Batches are taken in fetch order and a batch's offsets count only up to
+// its first record not yet done.
+func (c *Consumer) handleLoop(ctx, gctx context.Context, gen *kafka.Generation, in <-chan fetched) error {
+	next := map[int]int64{} // partition → offset to commit: every record before it is done
+	lastCommit := c.now()
+	final := func() error {
+		if err := c.commit(gen, next); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("final commit: %w", err)
+			}
+			// A rebalance: the next owner reads these again.
+		}
 		return nil
 	}
-	msgs := make([]kafka.Message, 0, len(handled))
-	for _, m := range handled {
-		msgs = append(msgs, m)
+	for {
+		if len(next) > 0 && c.now().Sub(lastCommit) >= c.cfg.CommitInterval {
+			_ = c.commit(gen, next) // logged and counted; retried with the next commit
+			lastCommit = c.now()
+		}
+		batch, stop := c.gather(ctx, gctx, in, len(next) > 0, c.cfg.CommitInterval-c.now().Sub(lastCommit))
+		if len(batch) > 0 {
+			c.process(ctx, batch, next)
+		}
+		if stop || ctx.Err() != nil {
+			return final()
+		}
 	}
-	if err := c.r.CommitMessages(ctx, msgs...); err != nil {
-		c.metrics.CommitErrors.Inc()
-		c.log.Warn("commit offsets", zap.Int("partitions", len(msgs)), zap.Error(err))
-		return fmt.Errorf("commit %d partitions: %w", len(msgs), err)
-	}
-	clear(handled)
-	return nil
 }
 
-// process handles one record, or dead-letters it. It returns false when ctx ended before
-// the record was done with.
-func (c *Consumer) process(ctx context.Context, msg kafka.Message) bool {
-	c.partitionLag(msg.Partition).Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
-
-	ev, err := event.Decode(msg.Value)
-	if err != nil {
-		// Retrying cannot fix bytes: straight to the dead-letter topic.
-		return c.deadLetter(ctx, msg, StageDecode, 0, err)
+// gather waits for the first record (until the next commit is due when one is waiting),
+// then takes what else is already fetched, up to BatchSize. stop is true once ctx or the
+// generation ended.
+func (c *Consumer) gather(ctx, gctx context.Context, in <-chan fetched, due bool, wait time.Duration) (batch []fetched, stop bool) {
+	var timer <-chan time.Time
+	if due {
+		t := time.NewTimer(max(wait, 0))
+		defer t.Stop()
+		timer = t.C
 	}
-	c.metrics.EventAge.Observe(max(c.now().Sub(ev.IngestedAt), 0).Seconds())
-	if c.observer != nil {
-		c.observer.Observe(ctx, ev)
+	select {
+	case f := <-in:
+		batch = append(batch, f)
+	case <-timer:
+		return nil, false
+	case <-ctx.Done():
+		return nil, true
+	case <-gctx.Done():
+		return nil, true
+	}
+	for len(batch) < c.cfg.BatchSize {
+		select {
+		case f := <-in:
+			batch = append(batch, f)
+		default:
+			return batch, false
+		}
+	}
+	return batch, false
+}
+
+// process handles one batch: it decodes, shows the events to the observer, hands them to
+// the handler with retries, dead-letters what cannot be handled, and moves next over the
+// records done. Shutdown during a retry's backoff leaves the rest undone.
+func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]int64) {
+	done := make([]bool, len(batch))
+	var items []Item
+	var at []int // items[j] is batch[at[j]]
+	var dead []deadLetter
+	for i, f := range batch {
+		if f.idle {
+			if c.observer != nil {
+				c.observer.Idle(ctx, f.msg.Partition)
+			}
+			done[i] = true
+			continue
+		}
+		msg := f.msg
+		c.partitionLag(msg.Partition).Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
+		ev, err := event.Decode(msg.Value)
+		if err != nil {
+			// Retrying cannot fix bytes: straight to the dead-letter topic.
+			dead = append(dead, deadLetter{i, StageDecode, 0, err})
+			continue
+		}
+		c.metrics.EventAge.Observe(max(c.now().Sub(ev.IngestedAt), 0).Seconds())
+		if c.observer != nil {
+			c.observer.Observe(ctx, msg.Partition, ev, msg.Offset+1 >= msg.HighWaterMark)
+		}
+		items = append(items, Item{Event: ev, Msg: msg})
+		at = append(at, i)
 	}
 
 	backoff := c.cfg.Backoff
-	for attempt := 1; ; attempt++ {
+	for attempt := 1; len(items) > 0; attempt++ {
 		// An attempt is not cut short by shutdown (ctx), only by its own timeout: work
 		// that has begun is finished, then committed.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HandlerTimeout)
-		err = c.h.Handle(actx, ev, msg)
+		err := c.h.Handle(actx, items)
 		cancel()
-		if err == nil {
-			c.metrics.Events.WithLabelValues("handled").Inc()
-			return true
+		var retry []Item
+		var retryAt []int
+		for j := range items {
+			ierr := err
+			var each Failures
+			if errors.As(err, &each) && len(each) == len(items) {
+				ierr = each[j]
+			}
+			switch {
+			case ierr == nil:
+				done[at[j]] = true
+				c.metrics.Events.WithLabelValues("handled").Inc()
+			case attempt > c.cfg.Retries || isPermanent(ierr):
+				dead = append(dead, deadLetter{at[j], StageHandler, attempt, ierr})
+			default:
+				retry, retryAt = append(retry, items[j]), append(retryAt, at[j])
+			}
 		}
-		if attempt > c.cfg.Retries || isPermanent(err) {
-			return c.deadLetter(ctx, msg, StageHandler, attempt, err)
-		}
-		if !sleep(ctx, backoff) {
-			return false
+		items, at = retry, retryAt
+		if len(items) > 0 && !sleep(ctx, backoff) {
+			break // shutdown: the rest stays undone, to be consumed again
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
+	if len(dead) > 0 && c.deadLetters(ctx, batch, dead) {
+		for _, d := range dead {
+			done[d.index] = true
+		}
+	}
+
+	blocked := map[int]bool{}
+	for i, f := range batch {
+		p := f.msg.Partition
+		switch {
+		case f.idle || blocked[p]:
+		case done[i]:
+			next[p] = f.msg.Offset + 1
+		default:
+			blocked[p] = true
+		}
+	}
+}
+
+// commit commits next, the offset to resume from per partition, in this generation. A
+// failure (a rebalance, a coordinator that moved) keeps them for the next commit:
+// delivery is at least once.
+func (c *Consumer) commit(gen *kafka.Generation, next map[int]int64) error {
+	if len(next) == 0 {
+		return nil
+	}
+	offsets := map[string]map[int]int64{c.topic: maps.Clone(next)}
+	if err := gen.CommitOffsets(offsets); err != nil {
+		c.metrics.CommitErrors.Inc()
+		c.log.Warn("commit offsets", zap.Int("partitions", len(next)), zap.Error(err))
+		return fmt.Errorf("commit %d partitions: %w", len(next), err)
+	}
+	clear(next)
+	return nil
 }
 
 func (c *Consumer) partitionLag(p int) prometheus.Gauge {

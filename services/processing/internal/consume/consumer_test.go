@@ -26,13 +26,15 @@ import (
 func TestConsumerThrottlesTheFlooderOnly(t *testing.T) {
 	const partitions = 3
 	c := newCluster(t, partitions)
-	now := time.Now()
+	// Ingested over the last minute: processing starts behind, with a backlog.
+	from := time.Now().Add(-time.Minute)
 	var msgs []kafka.Message
 	others := customers("other", 20)
 	for i := range 600 {
-		msgs = append(msgs, eventMsg(t, "acme", now))
+		at := from.Add(time.Duration(i) * 90 * time.Millisecond)
+		msgs = append(msgs, eventMsg(t, "acme", at))
 		if i%3 == 0 && i/3 < 200 {
-			msgs = append(msgs, eventMsg(t, others[(i/3)%len(others)], now))
+			msgs = append(msgs, eventMsg(t, others[(i/3)%len(others)], at))
 		}
 	}
 	c.produce(t, msgs...)
@@ -104,7 +106,7 @@ func TestPoisonEventsAreDeadLettered(t *testing.T) {
 	fwd := consume.NewForwarder(processed)
 	var mu sync.Mutex
 	flakyFailures := 2
-	h := consume.HandlerFunc(func(ctx context.Context, ev event.Event, msg kafka.Message) error {
+	h := consume.PerEvent(func(ctx context.Context, ev event.Event, msg kafka.Message) error {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -114,7 +116,7 @@ func TestPoisonEventsAreDeadLettered(t *testing.T) {
 			flakyFailures--
 			return errors.New("downstream hiccup")
 		}
-		return fwd.Handle(ctx, ev, msg)
+		return fwd.Handle(ctx, []consume.Item{{Event: ev, Msg: msg}})
 	})
 	m := metrics.Discard()
 	start := time.Now().UTC().Add(-time.Second)
@@ -194,13 +196,19 @@ type recorder struct {
 	n       int
 }
 
-func (r *recorder) Handle(_ context.Context, _ event.Event, msg kafka.Message) error {
+func (r *recorder) Handle(_ context.Context, items []consume.Item) error {
+	for _, it := range items {
+		r.handle(it.Msg)
+	}
+	return nil
+}
+
+func (r *recorder) handle(msg kafka.Message) {
 	time.Sleep(time.Millisecond)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.handled[[2]int64{int64(msg.Partition), msg.Offset}]++
 	r.n++
-	return nil
 }
 
 func (r *recorder) count() int {
@@ -232,7 +240,8 @@ func TestShutdownUnderLoadLosesNoCommittedWork(t *testing.T) {
 		msgs = append(msgs, eventMsg(t, names[i%len(names)], time.Now()))
 	}
 	c.produce(t, msgs...)
-	cfg := consume.Config{CommitInterval: 20 * time.Millisecond}
+	// Small batches: the shutdown lands between two of them.
+	cfg := consume.Config{CommitInterval: 20 * time.Millisecond, BatchSize: 10}
 
 	first := &recorder{handled: map[[2]int64]int{}}
 	r1 := c.start(t, first, cfg)
@@ -297,12 +306,13 @@ func TestEventInterruptedByShutdownIsNotCommitted(t *testing.T) {
 	reached := make(chan struct{})
 	var once sync.Once
 	first := &recorder{handled: map[[2]int64]int{}}
-	h := consume.HandlerFunc(func(ctx context.Context, ev event.Event, msg kafka.Message) error {
+	h := consume.PerEvent(func(ctx context.Context, ev event.Event, msg kafka.Message) error {
 		if msg.Offset == stuck {
 			once.Do(func() { close(reached) })
 			return errors.New("downstream unavailable")
 		}
-		return first.Handle(ctx, ev, msg)
+		first.handle(msg)
+		return nil
 	})
 	// A long backoff: shutdown lands while the event waits for its retry.
 	r1 := c.start(t, h, consume.Config{Retries: 5, Backoff: time.Minute, CommitInterval: 10 * time.Millisecond})

@@ -34,32 +34,46 @@ const (
 // maxErrorHeader bounds the error header: an error can quote a whole payload.
 const maxErrorHeader = 1024
 
-// deadLetter writes msg to the dead-letter topic, retrying until it succeeds: an event
-// is committed only once it is handled or dead-lettered, never dropped. It returns false
-// when ctx ends first.
-func (c *Consumer) deadLetter(ctx context.Context, msg kafka.Message, stage string, attempts int, cause error) bool {
-	out := kafka.Message{Key: msg.Key, Value: msg.Value, Headers: deadLetterHeaders(msg, stage, attempts, cause, c.now(), c.cfg.InstanceID)}
+// deadLetter is a record of a batch that goes to the dead-letter topic, and why.
+type deadLetter struct {
+	index    int // in the batch
+	stage    string
+	attempts int
+	cause    error
+}
+
+// deadLetters writes the batch's dead letters to the dead-letter topic in one write,
+// retrying until it succeeds: an event is committed only once it is handled or
+// dead-lettered, never dropped. It returns false when ctx ends first.
+func (c *Consumer) deadLetters(ctx context.Context, batch []fetched, dead []deadLetter) bool {
+	out := make([]kafka.Message, len(dead))
+	for i, d := range dead {
+		msg := batch[d.index].msg
+		out[i] = kafka.Message{Key: msg.Key, Value: msg.Value, Headers: deadLetterHeaders(msg, d.stage, d.attempts, d.cause, c.now(), c.cfg.InstanceID)}
+	}
 	backoff := c.cfg.Backoff
 	for {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HandlerTimeout)
-		err := c.dlq.WriteMessages(wctx, out)
+		err := c.dlq.WriteMessages(wctx, out...)
 		cancel()
 		if err == nil {
 			break
 		}
-		c.log.Error("write dead letter", zap.String("topic", msg.Topic), zap.Int("partition", msg.Partition),
-			zap.Int64("offset", msg.Offset), zap.Error(err), zap.Duration("retry_in", backoff))
+		c.log.Error("write dead letters", zap.Int("events", len(out)), zap.Error(err), zap.Duration("retry_in", backoff))
 		if !sleep(ctx, backoff) {
 			return false
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
-	c.metrics.DeadLettered.WithLabelValues(stage).Inc()
-	c.metrics.Events.WithLabelValues("dead_lettered").Inc()
-	// Poison events are rare and each one is worth a line an operator can find.
-	c.log.Warn("event dead-lettered", zap.String("stage", stage), zap.String("topic", msg.Topic),
-		zap.Int("partition", msg.Partition), zap.Int64("offset", msg.Offset),
-		zap.Int("attempts", attempts), zap.Error(cause))
+	for _, d := range dead {
+		msg := batch[d.index].msg
+		c.metrics.DeadLettered.WithLabelValues(d.stage).Inc()
+		c.metrics.Events.WithLabelValues("dead_lettered").Inc()
+		// Poison events are rare and each one is worth a line an operator can find.
+		c.log.Warn("event dead-lettered", zap.String("stage", d.stage), zap.String("topic", msg.Topic),
+			zap.Int("partition", msg.Partition), zap.Int64("offset", msg.Offset),
+			zap.Int("attempts", d.attempts), zap.Error(d.cause))
+	}
 	return true
 }
 

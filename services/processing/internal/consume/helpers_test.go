@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/event"
@@ -72,35 +71,32 @@ func eventMsg(t *testing.T, customer string, ingestedAt time.Time) kafka.Message
 	return kafka.Message{Key: []byte(customer), Value: b}
 }
 
-// running is a consumer running in the background with its own reader.
+// running is a consumer running in the background.
 type running struct {
 	cancel context.CancelFunc
 	done   chan error
-	reader *kafka.Reader
 	c      *consume.Consumer
 }
 
 func (c *cluster) start(t *testing.T, h consume.Handler, cfg consume.Config, opts ...consume.Option) *running {
 	t.Helper()
-	reader := consume.NewReader(c.kc, eventsTopic, group, zap.NewNop())
 	dlq, err := throttle.NewWriter(c.kc, dlqTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = throttle.CloseWriter(dlq) })
-	cons, err := consume.New(reader, dlq, h, cfg, opts...)
+	cons, err := consume.New(c.kc, eventsTopic, group, dlq, h, cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1), reader: reader, c: cons}
+	r := &running{cancel: cancel, done: make(chan error, 1), c: cons}
 	go func() { r.done <- cons.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
 
-// stop shuts the consumer down as SIGTERM does, then closes its reader. It returns what
-// Run returned.
+// stop shuts the consumer down as SIGTERM does. It returns what Run returned.
 func (r *running) stop(t *testing.T) error {
 	t.Helper()
 	if r.cancel == nil {
@@ -114,7 +110,6 @@ func (r *running) stop(t *testing.T) error {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("consumer did not stop within 30s")
 	}
-	r.reader.Close()
 	return err
 }
 

@@ -1,13 +1,23 @@
-// Package detect decides, event by event, whether a customer overloads the pipeline.
+// Package detect decides whether a customer overloads the pipeline, judging windows of
+// event time: the ingestion timestamp every event carries.
 //
-// A Detector is pure: it reads time only from the clock it is given and keeps
-// everything in memory, so tests drive it with a fake clock and the processing service
-// owns when and how a finding becomes a throttle (package autothrottle).
+// Processing reads its partitions in whatever order the broker serves them, and lags
+// when the pipeline is busy. Counting events as they are read would take read order for
+// a customer's share: a partition's backlog would look like its customers flooding. So
+// events are counted in slots of ingestion time, and a window is judged only once every
+// partition this replica owns has passed its end (the watermark). A partition that has
+// been read to its end passes any time up to now minus Lateness, the time an event may
+// take from its ingestion timestamp to the log.
+//
+// A Detector is pure: it reads time only from its callers and keeps everything in
+// memory, so tests drive it with any interleaving; the processing service owns when and
+// how a finding becomes a throttle (package autothrottle).
 package detect
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -20,18 +30,20 @@ const (
 	MetricShare = "traffic_share"
 )
 
-// slots is how many buckets a window is cut into: the window slides by window/slots,
-// which is fine-grained enough to notice a flood within seconds and keeps a customer's
-// state to a few hundred bytes.
+// slots is how many slots a window is cut into: a window is judged every window/slots
+// of event time, which notices a flood within seconds.
 const slots = 12
 
-// ageSamples is how many recent ages per customer are kept to report the median age.
-// The decision itself uses exact counts; the samples only give the figure.
-const ageSamples = 64
+// ageSamples bounds the ages kept per customer and slot to report the median age. The
+// decision itself uses exact counts; the samples only give the figure.
+const ageSamples = 16
+
+// DefaultLateness is Config.Lateness when it is zero.
+const DefaultLateness = 2 * time.Second
 
 // Config sets the rules. See New for the constraints.
 type Config struct {
-	// Window is the span both rules look back over (a sliding window).
+	// Window is the span of ingestion time both rules look back over (a sliding window).
 	Window time.Duration
 
 	// AgeThreshold: an event older than this when processed is late.
@@ -51,6 +63,11 @@ type Config struct {
 	// MinEvents: ...once the window holds at least this many events, so a quiet pipeline
 	// does not throttle its only customer.
 	MinEvents int
+
+	// Lateness is how long after its ingestion timestamp an event may still reach the
+	// log (default DefaultLateness). A partition read to its end holds the watermark at
+	// now minus Lateness; an event that comes later than that is not counted.
+	Lateness time.Duration
 }
 
 func (c Config) validate() error {
@@ -74,6 +91,9 @@ func (c Config) validate() error {
 	if c.MinEvents < 1 {
 		errs = append(errs, fmt.Errorf("min events %d is less than 1", c.MinEvents))
 	}
+	if c.Lateness < 0 {
+		errs = append(errs, fmt.Errorf("lateness %s is negative", c.Lateness))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detect config: %w", err)
 	}
@@ -85,12 +105,13 @@ type Signal struct {
 	Customer string
 	Metric   string  // MetricAge or MetricShare
 	Value    float64 // median age in seconds, or share 0..1
-	// The counts behind the figure, over Window.
+	// The counts behind the figure, over the window that ends at WindowEnd.
 	Events      int // the customer's events
 	Late        int // the customer's late events (age rule)
 	TotalEvents int // everyone's events
 	Window      time.Duration
-	Threshold   float64 // seconds (age) or fraction (share)
+	WindowEnd   time.Time // in ingestion time
+	Threshold   float64   // seconds (age) or fraction (share)
 }
 
 // Note is the finding in words, for throttle.Reason.Note. It is built on demand because
@@ -98,69 +119,294 @@ type Signal struct {
 func (s Signal) Note() string {
 	switch s.Metric {
 	case MetricAge:
-		return fmt.Sprintf("median event age %.1fs exceeds %.0fs (%d of the customer's %d events in the last %s were late) while other customers' events are on time",
-			s.Value, s.Threshold, s.Late, s.Events, s.Window)
+		return fmt.Sprintf("median event age %.1fs exceeds %.0fs (%d of the customer's %d events ingested in the %s to %s were late) while other customers' events are on time",
+			s.Value, s.Threshold, s.Late, s.Events, s.Window, s.WindowEnd.UTC().Format(time.RFC3339))
 	case MetricShare:
-		return fmt.Sprintf("sent %.1f%% of the %d events in the last %s (%d events), above the %.0f%% threshold",
-			100*s.Value, s.TotalEvents, s.Window, s.Events, 100*s.Threshold)
+		return fmt.Sprintf("sent %.1f%% of the %d events ingested in the %s to %s (%d events), above the %.0f%% threshold",
+			100*s.Value, s.TotalEvents, s.Window, s.WindowEnd.UTC().Format(time.RFC3339), s.Events, 100*s.Threshold)
 	}
 	return s.Metric
 }
 
-// Detector keeps per-customer counts over a sliding window. It is not safe for
-// concurrent use: the caller serialises Observe.
+// Detector counts events per customer in slots of ingestion time and judges each window
+// once the watermark has passed it. It is not safe for concurrent use.
 type Detector struct {
-	cfg    Config
-	now    func() time.Time
-	slot   time.Duration
-	global series
-	byCust map[string]*customer
-	gcAt   int64 // epoch of the next sweep of idle customers
+	cfg  Config
+	slot time.Duration
+
+	parts  map[int]*partition // the partitions this replica owns
+	counts map[int64]*slotCounts
+	// closed is the newest slot judged; events of it or older are not counted.
+	closed int64
+	// from is the first slot every owned partition has delivered from, once all have:
+	// slots before it miss the events of some partition (processed by another replica,
+	// or before a restart), so windows are cut there and judge only what all show.
+	from    int64
+	dropped int64
 }
 
-// New returns a Detector that reads the time from now.
-func New(cfg Config, now func() time.Time) (*Detector, error) {
+type partition struct {
+	known    bool      // delivered an event, or was read to its end
+	start    time.Time // the first ingestion time it showed
+	progress time.Time // the newest ingestion time read from it
+	caughtUp bool      // read to its end as of its last event
+}
+
+type slotCounts struct {
+	total  tally
+	byPart map[int]int // events per partition
+	byCust map[string]*custSlot
+}
+
+type custSlot struct {
+	tally
+	part int             // a customer's events all come from one partition (keyed)
+	ages []time.Duration // samples, once the customer had a late event in the slot
+}
+
+// tally counts events, and the late ones among them.
+type tally struct{ total, late int }
+
+// New returns a Detector. It owns no partition until Assigned.
+func New(cfg Config) (*Detector, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if now == nil {
-		return nil, errors.New("detect: clock is nil")
+	if cfg.Lateness == 0 {
+		cfg.Lateness = DefaultLateness
 	}
-	return &Detector{cfg: cfg, now: now, slot: cfg.Window / slots, byCust: map[string]*customer{}}, nil
+	d := &Detector{cfg: cfg, slot: cfg.Window / slots}
+	d.Assigned(nil)
+	return d, nil
 }
 
-// Observe counts one event of customer name, stamped at ingestedAt, as processed now, and
-// reports whether the customer overloads the pipeline. The age rule is checked first: it
-// is the symptom that hurts everyone else.
-func (d *Detector) Observe(name string, ingestedAt time.Time) (Signal, bool) {
-	now := d.now()
+// Assigned starts over with the partitions this replica owns now (a rebalance). What
+// was counted before is dropped: it was counted over another set of partitions, and
+// judging it with the new set's events would mix two views of the traffic.
+func (d *Detector) Assigned(partitions []int) {
+	d.parts = make(map[int]*partition, len(partitions))
+	for _, p := range partitions {
+		d.parts[p] = &partition{}
+	}
+	d.counts = map[int64]*slotCounts{}
+	d.closed = math.MinInt64
+	d.from = math.MinInt64
+}
+
+// Observe counts one event of customer, ingested at ingestedAt, read from partition p at
+// now. caughtUp says p had no later record when it was read. It returns the signals of
+// the windows this event's progress closed.
+func (d *Detector) Observe(p int, customer string, ingestedAt, now time.Time, caughtUp bool) []Signal {
+	part := d.parts[p]
+	if part == nil {
+		d.dropped++ // not ours (an event fetched before a rebalance)
+		return nil
+	}
+	// A timestamp ahead of this clock is skew between hosts: it must not carry the
+	// watermark past windows still being filled.
+	if ingestedAt.After(now) {
+		ingestedAt = now
+	}
+	if !part.known {
+		part.known, part.start = true, ingestedAt
+	}
+	if ingestedAt.After(part.progress) {
+		part.progress = ingestedAt
+	}
+	part.caughtUp = caughtUp
+	d.count(p, customer, ingestedAt, now)
+	return d.advance(now)
+}
+
+// Idle says partition p has nothing more to read as of now. It returns the signals of
+// the windows that closed.
+func (d *Detector) Idle(p int, now time.Time) []Signal {
+	part := d.parts[p]
+	if part == nil {
+		return nil
+	}
+	if !part.known {
+		// Its earlier events were handled before: the view starts now.
+		part.known, part.start = true, now.Add(-d.cfg.Lateness)
+	}
+	part.caughtUp = true
+	return d.advance(now)
+}
+
+// Tick moves the watermark of caught-up partitions with the clock, and returns the
+// signals of the windows that closed. Call it every second or so.
+func (d *Detector) Tick(now time.Time) []Signal { return d.advance(now) }
+
+// Dropped is how many events were not counted: they came after their window was judged,
+// or from a partition this replica no longer owns.
+func (d *Detector) Dropped() int64 { return d.dropped }
+
+// Customers is how many customers the open slots count.
+func (d *Detector) Customers() int {
+	seen := map[string]bool{}
+	for _, sc := range d.counts {
+		for c := range sc.byCust {
+			seen[c] = true
+		}
+	}
+	return len(seen)
+}
+
+func (d *Detector) slotOf(t time.Time) int64 {
+	n := t.UnixNano()
+	s := int64(d.slot)
+	if n < 0 {
+		return (n - s + 1) / s
+	}
+	return n / s
+}
+
+func (d *Detector) count(p int, customer string, ingestedAt, now time.Time) {
+	e := d.slotOf(ingestedAt)
+	if e <= d.closed {
+		d.dropped++
+		return
+	}
+	sc := d.counts[e]
+	if sc == nil {
+		sc = &slotCounts{byPart: map[int]int{}, byCust: map[string]*custSlot{}}
+		d.counts[e] = sc
+	}
+	c := sc.byCust[customer]
+	if c == nil {
+		c = &custSlot{part: p}
+		sc.byCust[customer] = c
+	}
+	sc.byPart[p]++
 	// A clock behind ingestion's (skew between hosts) must not make an age negative.
 	age := max(now.Sub(ingestedAt), 0)
 	late := age > d.cfg.AgeThreshold
-	epoch := now.UnixNano() / int64(d.slot)
-
-	d.gc(epoch)
-	c := d.byCust[name]
-	if c == nil {
-		c = &customer{}
-		d.byCust[name] = c
+	sc.total.total++
+	c.total++
+	if late {
+		sc.total.late++
+		c.late++
 	}
-	d.global.add(epoch, late)
-	c.add(epoch, late)
-	c.record(epoch, age, late)
-
-	if s, ok := d.age(name, c, epoch); ok {
-		return s, true
+	if (late || c.ages != nil) && len(c.ages) < ageSamples {
+		c.ages = append(c.ages, age)
 	}
-	return d.share(name, c)
+}
+
+// watermark is the ingestion time every owned partition has passed, and whether it is
+// known: a partition that has shown nothing yet holds it back.
+func (d *Detector) watermark(now time.Time) (time.Time, bool) {
+	var wm time.Time
+	first := true
+	for _, p := range d.parts {
+		if !p.known {
+			return time.Time{}, false
+		}
+		w := p.progress
+		if p.caughtUp {
+			if idle := now.Add(-d.cfg.Lateness); idle.After(w) {
+				w = idle
+			}
+		}
+		if first || w.Before(wm) {
+			wm, first = w, false
+		}
+	}
+	return wm, !first
+}
+
+// advance judges every slot that ends at or before the watermark, oldest first.
+func (d *Detector) advance(now time.Time) []Signal {
+	wm, ok := d.watermark(now)
+	if !ok {
+		return nil
+	}
+	if d.from == math.MinInt64 {
+		var start time.Time
+		for _, p := range d.parts {
+			if p.start.After(start) {
+				start = p.start
+			}
+		}
+		d.from = d.slotOf(start)
+	}
+	// Slot e covers [e*slot, (e+1)*slot): it is complete once the watermark reaches its end.
+	last := d.slotOf(wm) - 1
+	if last <= d.closed {
+		return nil
+	}
+	next := d.closed + 1
+	if d.closed == math.MinInt64 || next < last-slots {
+		next = last - slots // nothing to judge further back than one window
+	}
+	var out []Signal
+	for e := next; e <= last; e++ {
+		if d.counts[e] != nil {
+			out = d.judge(e, out)
+		}
+		d.closed = e
+	}
+	for e := range d.counts {
+		if e <= d.closed-slots {
+			delete(d.counts, e)
+		}
+	}
+	return out
+}
+
+// judge applies both rules to the window of slots that ends with slot e. The age rule
+// is checked first: it is the symptom that hurts everyone else.
+func (d *Detector) judge(e int64, out []Signal) []Signal {
+	from := max(e-slots+1, d.from)
+	var g tally
+	own := map[string]*custSlot{}
+	parts := map[int]int{}
+	for s := from; s <= e; s++ {
+		sc := d.counts[s]
+		if sc == nil {
+			continue
+		}
+		g.total += sc.total.total
+		g.late += sc.total.late
+		for p, n := range sc.byPart {
+			parts[p] += n
+		}
+		for name, c := range sc.byCust {
+			t := own[name]
+			if t == nil {
+				t = &custSlot{part: c.part}
+				own[name] = t
+			}
+			t.total += c.total
+			t.late += c.late
+		}
+	}
+	end := time.Unix(0, (e+1)*int64(d.slot))
+	names := make([]string, 0, len(own))
+	for name := range own {
+		names = append(names, name)
+	}
+	slices.Sort(names) // signals in a stable order
+	for _, name := range names {
+		c := own[name]
+		if s, ok := d.age(name, &c.tally, g, parts[c.part], from, e); ok {
+			s.WindowEnd = end
+			out = append(out, s)
+		} else if s, ok := d.share(name, &c.tally, g); ok {
+			s.WindowEnd = end
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // age applies the age rule. "More than half late" is the median being above the
 // threshold, computed exactly from counts; the samples only give the reported figure.
-func (d *Detector) age(name string, c *customer, epoch int64) (Signal, bool) {
-	g, own := d.global.sum, c.sum
+// The customer must also have sent most of its partition's events: a replica that reads
+// its partitions one after another makes a whole partition late, and customers that
+// merely share it are not the cause.
+func (d *Detector) age(name string, own *tally, g tally, partEvents int, from, e int64) (Signal, bool) {
 	othersTotal, othersLate := g.total-own.total, g.late-own.late
-	if own.total < d.cfg.AgeMinEvents || 2*own.late <= own.total {
+	if own.total < d.cfg.AgeMinEvents || 2*own.late <= own.total || 2*own.total <= partEvents {
 		return Signal{}, false
 	}
 	// Without other customers on time there is no evidence that this customer is the
@@ -171,15 +417,20 @@ func (d *Detector) age(name string, c *customer, epoch int64) (Signal, bool) {
 	if float64(own.late) < d.cfg.AgeMinShare*float64(g.late) {
 		return Signal{}, false
 	}
+	var ages []time.Duration
+	for s := from; s <= e; s++ {
+		if sc := d.counts[s]; sc != nil && sc.byCust[name] != nil {
+			ages = append(ages, sc.byCust[name].ages...)
+		}
+	}
 	return Signal{
-		Customer: name, Metric: MetricAge, Value: c.medianAge(epoch).Seconds(),
+		Customer: name, Metric: MetricAge, Value: median(ages).Seconds(),
 		Events: own.total, Late: own.late, TotalEvents: g.total,
 		Window: d.cfg.Window, Threshold: d.cfg.AgeThreshold.Seconds(),
 	}, true
 }
 
-func (d *Detector) share(name string, c *customer) (Signal, bool) {
-	g, own := d.global.sum, c.sum
+func (d *Detector) share(name string, own *tally, g tally) (Signal, bool) {
 	if g.total < d.cfg.MinEvents {
 		return Signal{}, false
 	}
@@ -194,103 +445,7 @@ func (d *Detector) share(name string, c *customer) (Signal, bool) {
 	}, true
 }
 
-// gc forgets customers with no event in the window, once per window, so the map holds
-// only the customers currently sending.
-func (d *Detector) gc(epoch int64) {
-	if epoch < d.gcAt {
-		return
-	}
-	for name, c := range d.byCust {
-		if epoch-c.epoch >= slots {
-			delete(d.byCust, name)
-		}
-	}
-	d.gcAt = epoch + slots
-}
-
-// Customers is how many customers the detector currently tracks.
-func (d *Detector) Customers() int { return len(d.byCust) }
-
-// tally counts events, and the late ones among them.
-type tally struct{ total, late int }
-
-// series is a ring of per-slot tallies with their running sum: the window's counts.
-type series struct {
-	buckets [slots]tally
-	epoch   int64 // newest slot counted
-	sum     tally
-}
-
-// add counts an event in slot epoch. An epoch older than the newest (a clock that went
-// back) counts in the newest slot.
-func (s *series) add(epoch int64, late bool) {
-	s.advance(epoch)
-	b := &s.buckets[s.epoch%slots]
-	b.total++
-	s.sum.total++
-	if late {
-		b.late++
-		s.sum.late++
-	}
-}
-
-// advance drops the slots that fell out of the window ending at epoch.
-func (s *series) advance(epoch int64) {
-	if epoch <= s.epoch {
-		return
-	}
-	if epoch-s.epoch >= slots {
-		*s = series{epoch: epoch}
-		return
-	}
-	for e := s.epoch + 1; e <= epoch; e++ {
-		b := &s.buckets[e%slots]
-		s.sum.total -= b.total
-		s.sum.late -= b.late
-		*b = tally{}
-	}
-	s.epoch = epoch
-}
-
-type sample struct {
-	epoch int64
-	age   time.Duration
-}
-
-type customer struct {
-	series
-	// ages holds the recent ages, from the customer's first late event on: most
-	// customers are never late, and they cost only their counts (about 200 bytes).
-	ages *[ageSamples]sample
-	next int // where the next sample goes
-	n    int // samples held
-}
-
-func (c *customer) record(epoch int64, age time.Duration, late bool) {
-	if c.ages == nil {
-		if !late {
-			return
-		}
-		c.ages = new([ageSamples]sample)
-	}
-	c.ages[c.next] = sample{epoch: epoch, age: age}
-	c.next = (c.next + 1) % ageSamples
-	c.n = min(c.n+1, ageSamples)
-}
-
-// medianAge is the median of the customer's recent ages within the window (those
-// recorded since its first late event).
-func (c *customer) medianAge(epoch int64) time.Duration {
-	if c.ages == nil {
-		return 0
-	}
-	var buf [ageSamples]time.Duration
-	ages := buf[:0]
-	for _, s := range c.ages[:c.n] {
-		if epoch-s.epoch < slots {
-			ages = append(ages, s.age)
-		}
-	}
+func median(ages []time.Duration) time.Duration {
 	if len(ages) == 0 {
 		return 0
 	}
