@@ -3,6 +3,7 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,9 +113,12 @@ func appendEvent[ID ~string | ~[]byte](dst []byte, s *Stamp, id ID, payload []by
 
 // Decode parses and checks one value of the events topic.
 func Decode(b []byte) (Event, error) {
-	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		return e, fmt.Errorf("%w: %w", ErrMalformed, err)
+	e, ok := decodeAppended(b)
+	if !ok {
+		e = Event{}
+		if err := json.Unmarshal(b, &e); err != nil {
+			return e, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
 	}
 	if err := throttle.ValidateCustomer(e.Customer); err != nil {
 		return e, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -123,4 +127,67 @@ func Decode(b []byte) (Event, error) {
 		return e, fmt.Errorf("%w: ingested_at missing", ErrMalformed)
 	}
 	return e, nil
+}
+
+// decodeAppended reads the exact layout Append writes, without reflection: processing
+// decodes every event. Anything else (escapes, non-ASCII text, other field orders or
+// names) is left to encoding/json, and so is a payload that is not one JSON value.
+func decodeAppended(b []byte) (Event, bool) {
+	const atKey = `,"ingested_at":"`
+	var e Event
+	if len(b) < 2 || b[0] != '{' || b[len(b)-2] != '"' || b[len(b)-1] != '}' {
+		return e, false
+	}
+	i := bytes.LastIndex(b, []byte(atKey))
+	if i < 0 {
+		return e, false
+	}
+	ts, ok := plain(b[i+len(atKey) : len(b)-1])
+	if !ok || len(ts) != len(b)-1-(i+len(atKey))-1 {
+		return e, false
+	}
+	at, err := time.Parse(time.RFC3339, string(ts))
+	if err != nil {
+		return e, false
+	}
+	rest := b[1:i]
+	if r, ok := bytes.CutPrefix(rest, []byte(`"id":"`)); ok {
+		id, ok := plain(r)
+		if !ok || len(r) == len(id)+1 || r[len(id)+1] != ',' {
+			return e, false
+		}
+		e.ID, rest = string(id), r[len(id)+2:]
+	}
+	r, ok := bytes.CutPrefix(rest, []byte(`"customer":"`))
+	if !ok {
+		return e, false
+	}
+	customer, ok := plain(r)
+	if !ok {
+		return e, false
+	}
+	e.Customer, rest = string(customer), r[len(customer)+1:]
+	if len(rest) > 0 {
+		payload, ok := bytes.CutPrefix(rest, []byte(`,"payload":`))
+		if !ok || !jsontext.Value(payload).IsValid() {
+			return Event{}, false
+		}
+		e.Payload = bytes.Clone(payload)
+	}
+	e.IngestedAt = at
+	return e, true
+}
+
+// plain returns the text of b up to the first quote, if that text needs no unescaping:
+// printable ASCII without a backslash.
+func plain(b []byte) ([]byte, bool) {
+	for i, c := range b {
+		switch {
+		case c == '"':
+			return b[:i], true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return nil, false
+		}
+	}
+	return nil, false
 }

@@ -40,9 +40,24 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 }
 
+// Decode reads what Append writes by hand: whatever it reads that way, encoding/json
+// reads as the same event.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"customer":"acme","ingested_at":"2026-01-01T00:00:00Z","payload":{"a":1}}`))
+	f.Add([]byte(`{"id":"e1","customer":"acme","payload":[1, 2],"ingested_at":"2026-01-01T00:00:00.123456789+02:00"}`))
+	f.Add([]byte(`{"customer":"acme","payload":1,"ingested_at":"2026-01-01T00:00:00Z","ingested_at":"2027-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"customer":"acme","payload":{"ingested_at":"x"},"ingested_at":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"id":"a\"b","customer":"acme","ingested_at":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if e, ok := decodeAppended(b); ok {
+			var ref Event
+			if err := json.Unmarshal(b, &ref); err != nil {
+				t.Fatalf("read %q by hand; encoding/json refuses it: %v", b, err)
+			}
+			if e.ID != ref.ID || e.Customer != ref.Customer || !e.IngestedAt.Equal(ref.IngestedAt) || !bytes.Equal(e.Payload, ref.Payload) {
+				t.Fatalf("read %q by hand as %+v; encoding/json reads %+v", b, e, ref)
+			}
+		}
 		e, err := Decode(b)
 		if err != nil {
 			return
@@ -51,6 +66,37 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+// Every event Append writes is read by hand, not by encoding/json.
+func TestDecodeReadsAppendedEventsByHand(t *testing.T) {
+	for _, e := range []Event{
+		{Customer: "acme", IngestedAt: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)},
+		{ID: "e-1", Customer: "acme", Payload: []byte(`{"n":[1,2,{"ingested_at":"x"}]}`), IngestedAt: time.Now()},
+		{ID: "e-2", Customer: "acme", Payload: []byte(`"s"`), IngestedAt: time.Now().In(time.FixedZone("x", 3600))},
+	} {
+		b, err := Encode(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := decodeAppended(b)
+		if !ok || got.ID != e.ID || got.Customer != e.Customer || !got.IngestedAt.Equal(e.IngestedAt) || !bytes.Equal(got.Payload, e.Payload) {
+			t.Errorf("decodeAppended(%s) = %+v, %v; want %+v", b, got, ok, e)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	v, err := Encode(&Event{ID: "e-123", Customer: "customer-42", Payload: []byte(`{"n":1,"kind":"click"}`), IngestedAt: time.Now()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(v); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // Append builds the JSON by hand; encoding/json is the reference: what either writes

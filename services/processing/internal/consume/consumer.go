@@ -361,6 +361,7 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 		cancel()
 		var retry []Item
 		var retryAt []int
+		handled := 0
 		for j := range items {
 			ierr := err
 			var each Failures
@@ -370,13 +371,14 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 			switch {
 			case ierr == nil:
 				done[at[j]] = true
-				c.metrics.Events.WithLabelValues("handled").Inc()
+				handled++
 			case attempt > c.cfg.Retries || isPermanent(ierr):
 				dead = append(dead, deadLetter{at[j], StageHandler, attempt, ierr})
 			default:
 				retry, retryAt = append(retry, items[j]), append(retryAt, at[j])
 			}
 		}
+		c.metrics.Events.WithLabelValues("handled").Add(float64(handled))
 		items, at = retry, retryAt
 		if len(items) > 0 && !sleep(ctx, backoff) {
 			break // shutdown: the rest stays undone, to be consumed again

@@ -29,7 +29,7 @@ type cluster struct {
 	kc    throttle.KafkaConfig
 }
 
-func newCluster(t *testing.T, eventPartitions int) *cluster {
+func newCluster(t testing.TB, eventPartitions int) *cluster {
 	t.Helper()
 	stack := throttletest.Start(t, throttletest.Options{})
 	kc := stack.Kafka()
@@ -48,7 +48,7 @@ func newCluster(t *testing.T, eventPartitions int) *cluster {
 
 // produce writes records to the events topic the way ingestion does: keyed by customer,
 // Murmur2-partitioned.
-func (c *cluster) produce(t *testing.T, msgs ...kafka.Message) {
+func (c *cluster) produce(t testing.TB, msgs ...kafka.Message) {
 	t.Helper()
 	w, err := throttle.NewWriter(c.kc, eventsTopic)
 	if err != nil {
@@ -62,7 +62,7 @@ func (c *cluster) produce(t *testing.T, msgs ...kafka.Message) {
 	}
 }
 
-func eventMsg(t *testing.T, customer string, ingestedAt time.Time) kafka.Message {
+func eventMsg(t testing.TB, customer string, ingestedAt time.Time) kafka.Message {
 	t.Helper()
 	b, err := event.Encode(&event.Event{Customer: customer, IngestedAt: ingestedAt, Payload: json.RawMessage(`{"n":1}`)})
 	if err != nil {
