@@ -158,4 +158,3 @@ func (c *cluster) committedIn(b *testing.B, group string) int64 {
 	}
 	return n
 }
-
