@@ -47,8 +47,7 @@ const (
 	modeRegistry = "registry"
 )
 
-// Fixed local ports, printed at start (the broker's and the registry's can be changed
-// with flags).
+// Default local ports, printed at start; flags change them.
 const (
 	brokerPort     = 9092
 	registryPort   = 8081
@@ -76,6 +75,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	advertised := fs.String("advertised-host", "", "host the broker tells clients to connect to, such as a container's network alias (default: -host; required when -host is 0.0.0.0)")
 	kport := fs.Int("kafka-port", brokerPort, "the broker's port")
 	rport := fs.Int("registry-port", registryPort, "the registry's port")
+	pport := fs.Int("processing-port", processingPort, "the processing service's admin port")
+	iport1 := fs.Int("ingestion-port", ingestionPort1, "the first ingestion replica's port")
+	iport2 := fs.Int("ingestion-port-2", ingestionPort2, "the second ingestion replica's port")
 	compactEvery := fs.Duration("compact-every", time.Minute, "how often the broker compacts compacted topics (kfake's log.cleaner.backoff.ms), as a real broker's cleaner would from time to time")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -199,9 +201,9 @@ Ctrl-C stops.
 		"TOPIC_REPLICATION_FACTOR=1", "TOPIC_MIN_INSYNC_REPLICAS=1",
 	}
 	procs := []proc{
-		{name: "processing", bin: filepath.Join(bin, "processing"), env: append(common, fmt.Sprintf("ADMIN_ADDR=:%d", processingPort), "ADMIN_TOKEN="+token, "INSTANCE_ID=processing-1")},
-		{name: "ingestion-1", bin: filepath.Join(bin, "ingestion"), env: append(common, fmt.Sprintf("HTTP_ADDR=:%d", ingestionPort1), "REPLICA_ID=ingestion-1")},
-		{name: "ingestion-2", bin: filepath.Join(bin, "ingestion"), env: append(common, fmt.Sprintf("HTTP_ADDR=:%d", ingestionPort2), "REPLICA_ID=ingestion-2")},
+		{name: "processing", bin: filepath.Join(bin, "processing"), env: append(common, fmt.Sprintf("ADMIN_ADDR=:%d", *pport), "ADMIN_TOKEN="+token, "INSTANCE_ID=processing-1")},
+		{name: "ingestion-1", bin: filepath.Join(bin, "ingestion"), env: append(common, fmt.Sprintf("HTTP_ADDR=:%d", *iport1), "REPLICA_ID=ingestion-1")},
+		{name: "ingestion-2", bin: filepath.Join(bin, "ingestion"), env: append(common, fmt.Sprintf("HTTP_ADDR=:%d", *iport2), "REPLICA_ID=ingestion-2")},
 	}
 	fmt.Fprintf(out, `  processing admin  http://127.0.0.1:%d   (ADMIN_TOKEN=%s)
   ingestion         http://127.0.0.1:%d  http://127.0.0.1:%d
@@ -212,7 +214,7 @@ Try:
        -d '{"customer":"acme","limit":20,"window":"1m","duration":"10m","reason":"demo"}'
 Ctrl-C stops everything.
 
-`, processingPort, token, ingestionPort1, ingestionPort2, ingestionPort1, token, processingPort)
+`, *pport, token, *iport1, *iport2, *iport1, token, *pport)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(procs))
@@ -230,8 +232,8 @@ Ctrl-C stops everything.
 		go func() {
 			defer wg.Done()
 			runDemo(ctx, out, []string{
-				fmt.Sprintf("http://127.0.0.1:%d", ingestionPort1),
-				fmt.Sprintf("http://127.0.0.1:%d", ingestionPort2),
+				fmt.Sprintf("http://127.0.0.1:%d", *iport1),
+				fmt.Sprintf("http://127.0.0.1:%d", *iport2),
 			})
 		}()
 	}
