@@ -159,7 +159,11 @@ func (c *Controller) Assigned(partitions []int) {
 // counted, and retried at a later window: an event is never failed for it.
 func (c *Controller) Observe(ctx context.Context, p int, ev event.Event, caughtUp bool) {
 	c.mu.Lock()
+	before := c.det.Dropped()
 	sigs := c.det.Observe(p, ev.Customer, ev.IngestedAt, c.now(), caughtUp)
+	if c.det.Dropped() != before {
+		c.metrics.Uncounted.Inc()
+	}
 	c.mu.Unlock()
 	c.act(ctx, sigs)
 }

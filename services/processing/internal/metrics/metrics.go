@@ -38,6 +38,9 @@ type Metrics struct {
 	ConsumerLag *prometheus.GaugeVec
 	// CommitErrors counts failed offset commits (retried with the next commit).
 	CommitErrors prometheus.Counter
+	// Uncounted counts events the overload detector did not count: they came after the
+	// window of their ingestion time was judged, or from a partition given away.
+	Uncounted prometheus.Counter
 }
 
 // New creates the collectors and registers them on reg.
@@ -72,8 +75,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_processing_commit_errors_total",
 			Help: "Offset commits that failed; the offsets are committed again with the next commit.",
 		}),
+		Uncounted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_processing_detection_uncounted_total",
+			Help: "Events processed but not counted by the overload detector: they arrived after the window of their ingestion time was judged, or from a partition given away in a rebalance.",
+		}),
 	}
-	reg.MustRegister(m.Events, m.EventAge, m.DeadLettered, m.Throttles, m.PublishErrors, m.ConsumerLag, m.CommitErrors)
+	reg.MustRegister(m.Events, m.EventAge, m.DeadLettered, m.Throttles, m.PublishErrors, m.ConsumerLag, m.CommitErrors, m.Uncounted)
 	return m
 }
 
