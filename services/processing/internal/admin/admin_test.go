@@ -200,6 +200,14 @@ func TestSetThrottleValidation(t *testing.T) {
 		{"reason too long", `{"customer":"acme","limit":1,"window":"1m","duration":"1m","reason":"` + strings.Repeat("r", 1025) + `"}`, 400, "reason"},
 		{"set_by with a control character", `{"customer":"acme","limit":1,"window":"1m","duration":"1m","set_by":"a\nb"}`, 400, "set_by"},
 		{"body too large", `{"customer":"acme","limit":1,"window":"1m","duration":"1m","reason":"` + strings.Repeat("r", 20<<10) + `"}`, 413, ""},
+		// As strict as ingestion: which customer would a name given twice throttle?
+		{"customer given twice", `{"customer":"acme","customer":"globex","limit":1,"window":"1m","duration":"1m"}`, 400, "customer"},
+		{"limit given twice", `{"customer":"acme","limit":1,"limit":1000000,"window":"1m","duration":"1m"}`, 400, "limit"},
+		{"a name differing only in case", `{"customer":"acme","Customer":"globex","limit":1,"window":"1m","duration":"1m"}`, 400, "Customer"},
+		{"a name in upper case", `{"CUSTOMER":"acme","limit":1,"window":"1m","duration":"1m"}`, 400, "CUSTOMER"},
+		{"customer not UTF-8", "{\"customer\":\"ac\xffme\",\"limit\":1,\"window\":\"1m\",\"duration\":\"1m\"}", 400, "customer"},
+		{"reason not UTF-8", "{\"customer\":\"acme\",\"limit\":1,\"window\":\"1m\",\"duration\":\"1m\",\"reason\":\"\xc3\"}", 400, "reason"},
+		{"limit out of range", `{"customer":"acme","limit":9223372036854775808,"window":"1m","duration":"1m"}`, 400, "limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

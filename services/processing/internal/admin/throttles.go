@@ -1,18 +1,21 @@
 package admin
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
@@ -83,51 +86,72 @@ func (a *API) setThrottle(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, throttle.NewRecordJSON(rec))
 }
 
-// decodeBody reads one JSON object, refusing unknown fields, trailing data and bodies
-// over maxBody (413).
+// decodeBody reads one JSON object as strictly as ingestion reads events: names match
+// exactly (no case folding, so "Customer" is an unknown field, not a second customer), a
+// name given twice, invalid UTF-8, unknown fields and trailing data are refused, naming
+// the field; a body over maxBody gets 413.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) (int, *fieldError) {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		// A second value, or garbage, after the object is a malformed request too.
-		if err = dec.Decode(&struct{}{}); errors.Is(err, io.EOF) {
-			return 0, nil
-		} else if err == nil {
-			err = errors.New("data after the JSON object")
-		}
-	}
-	var (
-		tooBig *http.MaxBytesError
-		syn    *json.SyntaxError
-		typ    *json.UnmarshalTypeError
-	)
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, badField("", "request body exceeds %d bytes", tooBig.Limit)
-	case errors.Is(err, io.EOF):
+	case err != nil:
+		return http.StatusBadRequest, badField("", "read request body: %v", err)
+	case len(bytes.TrimSpace(b)) == 0:
 		return http.StatusBadRequest, badField("", "request body is empty")
-	case errors.As(err, &syn):
-		return http.StatusBadRequest, badField("", "malformed JSON at byte %d: %v", syn.Offset, err)
-	case errors.As(err, &typ):
-		return http.StatusBadRequest, badField(typ.Field, "%s must be a JSON %s", typ.Field, jsonKind(typ.Type.Kind().String()))
 	}
-	// encoding/json has no typed error for an unknown field, only this message.
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		name = strings.Trim(name, `"`)
-		return http.StatusBadRequest, badField(name, "unknown field %q", name)
+	err = json.Unmarshal(b, v, json.RejectUnknownMembers(true))
+	if err == nil {
+		return 0, nil
+	}
+	var (
+		syn *jsontext.SyntacticError
+		sem *json.SemanticError
+	)
+	switch {
+	case errors.As(err, &syn):
+		field := fieldName(syn.JSONPointer)
+		switch {
+		case errors.Is(err, jsontext.ErrDuplicateName):
+			return http.StatusBadRequest, badField(field, "field %q is given twice", field)
+		case strings.Contains(err.Error(), "invalid UTF-8"):
+			return http.StatusBadRequest, badField(field, "%s is not valid UTF-8", field)
+		}
+		return http.StatusBadRequest, badField("", "malformed JSON at byte %d", syn.ByteOffset)
+	case errors.As(err, &sem):
+		field := fieldName(sem.JSONPointer)
+		switch {
+		case errors.Is(err, json.ErrUnknownName):
+			return http.StatusBadRequest, badField(field, "unknown field %q (names are lower case, exactly as documented)", field)
+		case field == "":
+			return http.StatusBadRequest, badField("", "request body must be a JSON object")
+		case sem.GoType != nil:
+			return http.StatusBadRequest, badField(field, "%s must be a JSON %s", field, jsonKind(sem.GoType))
+		}
+		return http.StatusBadRequest, badField(field, "%s: %v", field, sem.Err)
 	}
 	return http.StatusBadRequest, badField("", "malformed JSON: %v", err)
 }
 
-func jsonKind(goKind string) string {
-	switch {
-	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
-		return "number (integer)"
-	case goKind == "string":
+// fieldName is the top-level field a JSON pointer names ("/limit" → "limit").
+func fieldName(p jsontext.Pointer) string {
+	s, _, _ := strings.Cut(strings.TrimPrefix(string(p), "/"), "/")
+	return s
+}
+
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "number (an integer in range)"
+	case reflect.String:
 		return "string"
 	}
-	return goKind
+	return t.Kind().String()
 }
 
 // record checks a request and builds the throttle it asks for.
