@@ -96,6 +96,7 @@ type API struct {
 	metricsHandler http.Handler
 	checks         []Check
 	log            *zap.Logger
+	idem           idemCache
 }
 
 // New returns the API over pub and table.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -32,6 +33,9 @@ type Reason = throttle.ReasonJSON
 // SetRequest is the body of POST /v1/throttles. Pointers tell a missing field from a
 // zero one.
 type SetRequest struct {
+	// ID, when the client chooses it, names the throttle: a retry with the same id sets
+	// the same throttle, never a second one (as the Idempotency-Key header does).
+	ID        *string `json:"id"`
 	Customer  *string `json:"customer"`
 	Limit     *int64  `json:"limit"`
 	Window    *string `json:"window"`     // Go duration, whole milliseconds
@@ -65,18 +69,57 @@ func (a *API) setThrottle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, fe.msg, fe.field)
 		return
 	}
+	key := r.Header.Get(HeaderIdempotencyKey)
+	if key != "" && !validKey(key) {
+		writeError(w, http.StatusBadRequest, "Idempotency-Key must be 1 to 255 visible ASCII characters", HeaderIdempotencyKey)
+		return
+	}
 	rec, fe := a.record(req)
 	if fe != nil {
 		writeError(w, http.StatusBadRequest, fe.msg, fe.field)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+	if key == "" && req.ID != nil {
+		key = "id:" + rec.ID
+	}
+	if key != "" {
+		if req.ID == nil {
+			rec.ID = idempotentID(key)
+		}
+		request := requestFields(req)
+		if prev, ok := a.idem.get(key, a.now()); ok {
+			if prev.request != request {
+				writeError(w, http.StatusUnprocessableEntity, "this Idempotency-Key (or id) was used for another request", HeaderIdempotencyKey)
+				return
+			}
+			rec = prev.rec // the same record again: same id, same times
+			if prev.confirmed {
+				a.replayed(w, rec)
+				return
+			}
+		}
+		// Published before (by this replica or another, whose answer was lost): the
+		// table holds it under the same id.
+		if cur, ok := a.table.Get(rec.Customer); ok && cur.ID == rec.ID {
+			a.replayed(w, cur)
+			return
+		}
+		a.idem.put(key, idemEntry{request: request, rec: rec, at: a.now()})
+	}
+	// The write is not tied to the client's connection: a client that goes away does not
+	// cut it short, and what is logged and counted is what happened to it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), publishTimeout)
 	defer cancel()
 	if err := a.pub.Set(ctx, rec); err != nil {
 		a.metrics.PublishErrors.WithLabelValues(metrics.ActionSet).Inc()
-		a.log.Error("operator throttle not published", zap.String("customer", rec.Customer), zap.String("id", rec.ID), zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "publish throttle: "+err.Error(), "")
+		a.log.Error("operator throttle not confirmed", zap.String("customer", rec.Customer), zap.String("id", rec.ID), zap.Error(err))
+		// kafka-go has no idempotent producer: a write that failed may still have landed.
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("throttle %s not confirmed: %v; it may still take effect: "+
+			"retry with the same Idempotency-Key (or id) to set it exactly once, or lift it", rec.ID, err), "")
 		return
+	}
+	if key != "" {
+		a.idem.put(key, idemEntry{request: requestFields(req), rec: rec, confirmed: true, at: a.now()})
 	}
 	a.metrics.Throttles.WithLabelValues(metrics.ActionSet, metrics.ReasonManual).Inc()
 	a.log.Info("throttle set by operator", zap.String("customer", rec.Customer), zap.String("id", rec.ID),
@@ -84,6 +127,30 @@ func (a *API) setThrottle(w http.ResponseWriter, r *http.Request) {
 		zap.String("mode", rec.Mode.String()), zap.String("set_by", rec.SetBy), zap.String("remote", r.RemoteAddr))
 	w.Header().Set("Location", "/v1/throttles/"+url.PathEscape(rec.Customer))
 	writeJSON(w, http.StatusCreated, throttle.NewRecordJSON(rec))
+}
+
+// replayed answers a retried request whose throttle is set already, as the first answer
+// did.
+func (a *API) replayed(w http.ResponseWriter, rec throttle.Record) {
+	w.Header().Set("Idempotent-Replayed", "true")
+	w.Header().Set("Location", "/v1/throttles/"+url.PathEscape(rec.Customer))
+	writeJSON(w, http.StatusCreated, throttle.NewRecordJSON(rec))
+}
+
+// requestFields is what makes two requests the same request: every field, dereferenced.
+func requestFields(req SetRequest) string {
+	deref := func(p *string) string {
+		if p == nil {
+			return "\x00"
+		}
+		return *p
+	}
+	limit := "\x00"
+	if req.Limit != nil {
+		limit = strconv.FormatInt(*req.Limit, 10)
+	}
+	return strings.Join([]string{deref(req.ID), deref(req.Customer), limit, deref(req.Window), deref(req.Duration),
+		deref(req.ExpiresAt), req.Reason, req.Mode, req.SetBy}, "\x00")
 }
 
 // decodeBody reads one JSON object as strictly as ingestion reads events: names match
@@ -164,6 +231,12 @@ func (a *API) record(req SetRequest) (throttle.Record, *fieldError) {
 		SetBy:     req.SetBy,
 	}
 
+	if req.ID != nil {
+		if *req.ID == "" || len(*req.ID) > maxIdempotencyKey || strings.IndexFunc(*req.ID, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+			return rec, badField("id", "id must be 1 to %d visible ASCII characters", maxIdempotencyKey)
+		}
+		rec.ID = *req.ID
+	}
 	if req.Customer == nil {
 		return rec, badField("customer", "customer is required")
 	}
@@ -252,12 +325,13 @@ func (a *API) liftThrottle(w http.ResponseWriter, r *http.Request) {
 	if cur, ok := a.table.Get(customer); ok {
 		reason = reasonLabel(cur)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+	// As for a set: the client going away does not cut the write short.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), publishTimeout)
 	defer cancel()
 	if err := a.pub.Lift(ctx, customer); err != nil {
 		a.metrics.PublishErrors.WithLabelValues(metrics.ActionLifted).Inc()
-		a.log.Error("operator lift not published", zap.String("customer", customer), zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "lift throttle: "+err.Error(), "")
+		a.log.Error("operator lift not confirmed", zap.String("customer", customer), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("lift of %s not confirmed: %v; it may still take effect: lifting again is safe", customer, err), "")
 		return
 	}
 	a.metrics.Throttles.WithLabelValues(metrics.ActionLifted, reason).Inc()
