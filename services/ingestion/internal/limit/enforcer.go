@@ -138,5 +138,9 @@ func Share(limit int64, alive int, known bool) int64 {
 		return limit
 	}
 	a := int64(alive)
-	return (limit + a - 1) / a
+	share := limit / a // rounded up below without limit+a-1, which overflows near the largest limit
+	if limit%a != 0 {
+		share++
+	}
+	return share
 }

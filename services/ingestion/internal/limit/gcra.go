@@ -5,6 +5,7 @@ package limit
 
 import (
 	"hash/maphash"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -39,9 +40,25 @@ type shard struct {
 	_     [48]byte // keep each shard's lock on its own cache line
 }
 
+// cell is one key's state: the bucket's debt, in nanoseconds of refill, as of at.
+// Keeping the debt relative rather than an absolute arrival time keeps every sum within
+// uint64 for any quota (a window up to the longest time.Duration, any limit), so no
+// overflow can admit or refuse what the quota does not.
 type cell struct {
-	id  string // the throttle this state was charged under
-	tat int64  // nanoseconds since epoch
+	id   string // the throttle this state was charged under
+	debt uint64 // nanoseconds until the bucket is full again, as of at
+	at   int64  // nanoseconds since epoch
+}
+
+// used is the cell's debt at t (refilled since at, never below empty).
+func (c *cell) used(t int64) uint64 {
+	if t <= c.at {
+		return c.debt
+	}
+	if el := uint64(t - c.at); el < c.debt {
+		return c.debt - el
+	}
+	return 0
 }
 
 // NewLimiter returns an empty limiter.
@@ -60,10 +77,15 @@ type Quota struct {
 }
 
 // interval is the emission interval window/q, rounded up so that rounding never admits
-// more than q per window; at least 1ns.
-func (q Quota) interval() int64 {
-	w := int64(q.W)
-	return max((w+q.Q-1)/q.Q, 1)
+// more than q per window; at least 1ns. span is the bucket's depth in time, q intervals:
+// at most w+q-1 nanoseconds, which fits in a uint64.
+func (q Quota) interval() (interval, span uint64) {
+	w, n := uint64(q.W), uint64(q.Q)
+	interval = w / n
+	if w%n != 0 || interval == 0 {
+		interval++
+	}
+	return interval, n * interval
 }
 
 // Result is a limiter decision. Durations are from now.
@@ -79,56 +101,50 @@ type Result struct {
 	RetryAfter time.Duration
 }
 
+// dur is a duration of ns nanoseconds, at most the longest time.Duration.
+func dur(ns uint64) time.Duration { return time.Duration(min(ns, math.MaxInt64)) }
+
 // Take charges n events (n ≥ 1) to key under throttle id with quota q (q.Q ≥ 1, q.W > 0)
 // at now. A refused request charges nothing: all or nothing.
 func (l *Limiter) Take(key, id string, q Quota, n int64, now time.Time) Result {
 	t := int64(now.Sub(l.epoch))
-	T := q.interval()
-	span := q.Q * T // the bucket's depth in time: q events
+	T, span := q.interval()
 
 	s := &l.shards[maphash.String(l.seed, key)%shardCount]
 	s.mu.Lock()
 	c := s.cells[key]
 	if c == nil {
 		// Clone: the key may point into a request buffer; the map outlives it.
-		c = &cell{id: id, tat: t}
+		c = &cell{id: id, at: t}
 		s.cells[strings.Clone(key)] = c
 	} else if c.id != id {
-		c.id, c.tat = id, t // a TAT at or before now is a full bucket
+		c.id, c.debt, c.at = id, 0, t // a new throttle starts from a full bucket
 	}
-	tat := max(c.tat, t)
+	d := c.used(t)
+	room := span - d // d ≤ span: a debt never exceeds the bucket
 	if n > q.Q {
 		s.mu.Unlock()
-		reset := time.Duration(tat - t)
-		return Result{Remaining: remaining(span, tat-t, T), Reset: reset, RetryAfter: reset}
+		return Result{Remaining: int64(room / T), Reset: dur(d), RetryAfter: dur(d)}
 	}
-	next := tat + n*T
-	if next-t <= span {
-		c.tat = next
+	cost := uint64(n) * T // ≤ span, since n ≤ q
+	if cost <= room {
+		c.debt, c.at = d+cost, t
 		s.mu.Unlock()
-		return Result{Allowed: true, Remaining: remaining(span, next-t, T), Reset: time.Duration(next - t)}
+		return Result{Allowed: true, Remaining: int64((room - cost) / T), Reset: dur(d + cost)}
 	}
 	s.mu.Unlock()
-	return Result{
-		Remaining:  remaining(span, tat-t, T),
-		Reset:      time.Duration(tat - t),
-		RetryAfter: time.Duration(next - span - t),
-	}
+	return Result{Remaining: int64(room / T), Reset: dur(d), RetryAfter: dur(cost - room)}
 }
-
-// remaining is how many intervals T fit in what is left of the bucket. It can be
-// negative without the clamp when the quota shrank (more replicas joined) after the
-// bucket was drained under a larger one.
-func remaining(span, used, T int64) int64 { return max((span-used)/T, 0) }
 
 // Refund gives back n events charged by an allowed Take with the same key, id and quota,
 // for a request that was then not accepted (its events could not be buffered). It does
 // nothing if the key's state has moved to another throttle since.
 func (l *Limiter) Refund(key, id string, q Quota, n int64) {
+	T, _ := q.interval()
 	s := &l.shards[maphash.String(l.seed, key)%shardCount]
 	s.mu.Lock()
 	if c := s.cells[key]; c != nil && c.id == id {
-		c.tat -= n * q.interval()
+		c.debt -= min(uint64(n)*T, c.debt)
 	}
 	s.mu.Unlock()
 }
@@ -142,7 +158,7 @@ func (l *Limiter) Sweep(now time.Time) (removed int) {
 		s := &l.shards[i]
 		s.mu.Lock()
 		for k, c := range s.cells {
-			if c.tat <= t {
+			if c.used(t) == 0 {
 				delete(s.cells, k)
 				removed++
 			}

@@ -192,7 +192,7 @@ func TestIntervalRoundsUp(t *testing.T) {
 		{Quota{Q: 7, W: 7 * time.Hour}, int64(time.Hour)},
 	}
 	for _, tt := range tests {
-		if got := tt.q.interval(); got != tt.want {
+		if got, _ := tt.q.interval(); int64(got) != tt.want {
 			t.Errorf("interval of %+v: got %d, want %d", tt.q, got, tt.want)
 		}
 	}
