@@ -315,10 +315,10 @@ func fromNative(f map[string]any) (Record, error) {
 	switch f["reason_kind"] {
 	case "AUTOMATIC":
 		r.Reason.Kind = ReasonAutomatic
-	case "MANUAL", nil:
-		r.Reason.Kind = ReasonManual
 	default:
-		return r, fmt.Errorf("%w: unknown reason_kind %v", ErrInvalid, f["reason_kind"])
+		// MANUAL, or a symbol a newer writer added: Avro reads a symbol the reader does
+		// not know as the enum's default, MANUAL (schemas/README.md, rule 2).
+		r.Reason.Kind = ReasonManual
 	}
 	switch f["mode"] {
 	case "ENFORCE", nil:
