@@ -22,7 +22,9 @@
 //     like it), else deploy/local -mode broker (kfake), which keeps its log in the
 //     container so that it survives a stop and a start;
 //   - registry: confluentinc/cp-schema-registry when it can be pulled (or
-//     E2E_REGISTRY_IMAGE), else deploy/local -mode registry (srfake). Broker and
+//     E2E_REGISTRY_IMAGE), else deploy/local -mode registry (srfake behind
+//     throttletest/registry, keeping its schemas in the broker's _schemas topic as
+//     the real one does, and checking compatibility). Broker and
 //     registry are separate containers, so that either can be stopped alone.
 //     E2E_KAFKA_IMAGE=fake and E2E_REGISTRY_IMAGE=fake skip the pull;
 //   - processing, and ingestion replicas, configured through their environment as in

@@ -82,8 +82,8 @@ func TestRegistryDown(t *testing.T) {
 		}
 	}
 
-	// The registry comes back (an in-memory fake forgets everything and registers the
-	// throttle schema again first thing, under the same id).
+	// The registry comes back and reads its schemas back from the broker's _schemas
+	// topic, the real one and the fake one alike.
 	back := time.Now()
 	if err := s.start(ctx, s.registry); err != nil {
 		t.Fatal(err)

@@ -245,7 +245,7 @@ func (s *stack) startRegistry(ctx context.Context) (*node, error) {
 	if s.img.fakeRegistry {
 		return s.run(ctx, "registry", registryPort, "Schema Registry listening", testcontainers.ContainerRequest{
 			Image:      s.img.registry,
-			Cmd:        []string{"-mode", "registry", "-host", "0.0.0.0", "-registry-port", "8081"},
+			Cmd:        []string{"-mode", "registry", "-host", "0.0.0.0", "-registry-port", "8081", "-kafka", "kafka:" + kafkaPort},
 			WaitingFor: wf,
 		})
 	}

@@ -1,7 +1,9 @@
 // Command local runs the whole Sluice suite on one machine with nothing installed but Go:
 // an embedded Kafka-protocol broker (kfake, persisted under .sluice-data so throttles
-// survive a restart) and Schema Registry (srfake), one processing and two ingestion
-// replicas, on fixed ports. `make run` starts it; Ctrl-C stops everything.
+// survive a restart) and Schema Registry (srfake behind throttletest/registry: it keeps
+// its schemas in the broker's _schemas topic and checks compatibility), one processing
+// and two ingestion replicas, on fixed ports. `make run` starts it; Ctrl-C stops
+// everything.
 //
 // The services run as child processes built from this repository, exactly the binaries
 // a deployment runs, configured through the same environment variables.
@@ -10,7 +12,8 @@
 // docker-compose file (see Dockerfile): -mode broker or -mode registry runs one half
 // alone, so that each can be stopped on its own; -host 0.0.0.0 listens on every
 // interface and -advertised-host names the host (a network alias) that the broker
-// tells clients to connect to.
+// tells clients to connect to. -mode registry keeps its schemas in the broker that
+// -kafka names, as Confluent's registry does with kafkastore.bootstrap.servers.
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,10 +37,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/sr/srfake"
-
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
 )
 
 // The modes of -mode.
@@ -78,6 +81,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	pport := fs.Int("processing-port", processingPort, "the processing service's admin port")
 	iport1 := fs.Int("ingestion-port", ingestionPort1, "the first ingestion replica's port")
 	iport2 := fs.Int("ingestion-port-2", ingestionPort2, "the second ingestion replica's port")
+	kafkaAddr := fs.String("kafka", "", "the broker -mode registry keeps its schemas in (host:port; required with -mode registry)")
 	compactEvery := fs.Duration("compact-every", time.Minute, "how often the broker compacts compacted topics (kfake's log.cleaner.backoff.ms), as a real broker's cleaner would from time to time")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -98,6 +102,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *demo && *mode != modeAll {
 		return fmt.Errorf("-demo needs -mode all: it sends events to the services")
 	}
+	if (*kafkaAddr != "") != (*mode == modeRegistry) {
+		return fmt.Errorf("-kafka goes with -mode registry, and only there: it names the broker the registry keeps its schemas in (other modes keep them in their own broker)")
+	}
 	if *compactEvery <= 0 {
 		return fmt.Errorf("-compact-every %s: want > 0", *compactEvery)
 	}
@@ -111,7 +118,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	if *mode == modeRegistry {
-		return runRegistry(ctx, out, net.JoinHostPort(*host, strconv.Itoa(*rport)), dialHost)
+		return runRegistry(ctx, out, net.JoinHostPort(*host, strconv.Itoa(*rport)), dialHost, *kafkaAddr)
 	}
 	opts := throttletest.Options{
 		DataDir: filepath.Join(*dataDir, "kafka"), KafkaPort: *kport, RegistryPort: *rport,
@@ -142,8 +149,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	_, regPort, _ := net.SplitHostPort(strings.TrimPrefix(stack.RegistryURL(), "http://"))
 	registryAddr := net.JoinHostPort(dialHost, regPort)
 
-	// The registry is in memory: register the schema first thing, so it gets the same id
-	// as in the persisted records every time the stack starts.
+	// The registry keeps its schemas in the broker, under .sluice-data with the
+	// throttles: registering is a no-op once it holds the schema, and gives a fresh data
+	// directory the schema before any service asks for it.
 	codec, err := throttle.NewCodec(throttle.RegistryConfig{URL: "http://" + registryAddr}, throttle.DefaultTopic)
 	if err != nil {
 		return err
@@ -216,6 +224,10 @@ Ctrl-C stops everything.
 
 `, *pport, token, *iport1, *iport2, *iport1, token, *pport)
 
+	// Cancelled when a service stops, to stop the others; made before the goroutines
+	// that read it start.
+	ctx, cancel = context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(procs))
 	for _, p := range procs {
@@ -237,8 +249,6 @@ Ctrl-C stops everything.
 			})
 		}()
 	}
-	ctx, cancel = context.WithCancel(ctx)
-	defer cancel()
 	select {
 	case <-ctx.Done():
 	case err := <-errs:
@@ -289,21 +299,28 @@ func (p proc) run(ctx context.Context, out io.Writer) error {
 	}
 }
 
-// runRegistry serves an in-memory Schema Registry on addr until ctx ends. dialHost is
-// how this process reaches it.
-func runRegistry(ctx context.Context, out io.Writer, addr, dialHost string) error {
+// runRegistry serves a Schema Registry on addr until ctx ends, keeping its schemas in
+// the broker at kafkaAddr. dialHost is how this process reaches it.
+func runRegistry(ctx context.Context, out io.Writer, addr, dialHost, kafkaAddr string) error {
+	reg, err := openRegistry(ctx, out, kafkaAddr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the broker
+		}
+		return err
+	}
+	defer reg.Close()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("start registry on %s: %w", addr, err)
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	dial := net.JoinHostPort(dialHost, port)
-	srv := &http.Server{Handler: srfake.NewRegistry().Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: reg.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	// The registry forgets everything when it stops: registering the throttle schema
-	// first thing gives it the same id after every restart, the id the records on the
-	// topic carry.
+	// A no-op once the broker holds the schema; on a new broker it registers the
+	// schema before any service asks for it.
 	codec, err := throttle.NewCodec(throttle.RegistryConfig{URL: "http://" + dial}, throttle.DefaultTopic)
 	if err != nil {
 		_ = srv.Close()
@@ -314,7 +331,8 @@ func runRegistry(ctx context.Context, out io.Writer, addr, dialHost string) erro
 		_ = srv.Close()
 		return err
 	}
-	fmt.Fprintf(out, "Schema Registry listening on %s (schema id %d under %s)\n", ln.Addr(), id, throttle.Subject(throttle.DefaultTopic))
+	fmt.Fprintf(out, "Schema Registry listening on %s (schema id %d under %s; schemas kept in %s on %s)\n",
+		ln.Addr(), id, throttle.Subject(throttle.DefaultTopic), registry.DefaultTopic, kafkaAddr)
 	select {
 	case <-ctx.Done():
 	case err := <-served:
@@ -323,4 +341,30 @@ func runRegistry(ctx context.Context, out io.Writer, addr, dialHost string) erro
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// openRegistry replays the registry's topic, retrying until the broker answers: in a
+// container the registry may start before its broker. It does not listen before then,
+// so nothing is served from a registry that has not read its schemas yet.
+func openRegistry(ctx context.Context, out io.Writer, kafkaAddr string) (*registry.Server, error) {
+	var last time.Time
+	for {
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		reg, err := registry.New(actx, registry.WithBrokers(kafkaAddr))
+		cancel()
+		if err == nil {
+			return reg, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, registry.ErrReplay) {
+			return nil, fmt.Errorf("start registry on broker %s: %w", kafkaAddr, err)
+		}
+		if time.Since(last) > 10*time.Second {
+			fmt.Fprintf(out, "registry waits for broker %s: %v\n", kafkaAddr, err)
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

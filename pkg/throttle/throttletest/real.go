@@ -16,7 +16,7 @@ import (
 // EnvBackend chooses the Kafka side of every Stack of a test process: unset or "kfake"
 // for the in-process broker, "real" for a real Apache Kafka cluster of three KRaft nodes
 // (Java 17 and the jars of `make kafka`; see kafkacluster.FindLibs). `make test-kafka`
-// sets it. The registry is srfake either way.
+// sets it. The registry is package registry (srfake behind it) either way.
 const EnvBackend = "SLUICE_TEST_KAFKA"
 
 // Real reports whether Stacks run on real Apache Kafka.

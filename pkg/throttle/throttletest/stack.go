@@ -1,7 +1,9 @@
 // Package throttletest starts an in-process Kafka-protocol broker (kfake) and Schema
-// Registry (srfake) on loopback, so tests of every module talk to real sockets with the
-// real clients. Either half can be stopped and started again on the same address, to
-// test what Sluice does while the broker or the registry is away.
+// Registry (srfake behind package registry, which checks compatibility and, with a
+// DataDir, keeps the schemas in the broker) on loopback, so tests of every module talk
+// to real sockets with the real clients. Either half can be stopped and started again
+// on the same address, to test what Sluice does while the broker or the registry is
+// away.
 //
 // With SLUICE_TEST_KAFKA=real (EnvBackend) the Kafka side is instead a real Apache
 // Kafka cluster of three KRaft nodes, started once per test process and shared by its
@@ -25,6 +27,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
 )
 
 // Options tune a Stack. The zero value is a one-broker cluster on a random loopback port,
@@ -33,6 +36,11 @@ type Options struct {
 	// DataDir, when set, persists the broker's log there, so it survives StopBroker and
 	// StartBroker. Without it a restarted broker starts empty. Real Kafka always keeps
 	// its log across a restart, and ignores DataDir.
+	//
+	// With a DataDir (on kfake) the registry keeps its schemas in the broker's _schemas
+	// topic too, so a new Stack on the same DataDir serves them with the same ids and
+	// versions. Without one they live as long as the Stack: a broker that forgets its
+	// log on restart would forget them anyway.
 	DataDir string
 	// KafkaPort and RegistryPort pin the listening ports (0: any free port). Real Kafka
 	// picks its own ports: a KafkaPort is refused there.
@@ -60,7 +68,7 @@ type Stack struct {
 	cluster   *kfake.Cluster
 	kafkaAddr string
 
-	registry *srfake.Registry
+	registry *registry.Server
 	regSrv   *http.Server
 	regAddr  string
 
@@ -76,7 +84,7 @@ func New(opts Options) (*Stack, error) {
 	if err := checkBackend(); err != nil {
 		return nil, err
 	}
-	s := &Stack{opts: opts, registry: srfake.NewRegistry()}
+	s := &Stack{opts: opts}
 	if Real() {
 		if err := s.joinReal(); err != nil {
 			return nil, err
@@ -84,6 +92,18 @@ func New(opts Options) (*Stack, error) {
 	} else if err := s.StartBroker(); err != nil {
 		return nil, err
 	}
+	var ropts []registry.Option
+	if opts.DataDir != "" && !Real() {
+		ropts = append(ropts, registry.WithBrokers(s.Brokers()...))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg, err := registry.New(ctx, ropts...)
+	if err != nil {
+		_ = s.close()
+		return nil, fmt.Errorf("start registry: %w", err)
+	}
+	s.registry = reg
 	if err := s.StartRegistry(); err != nil {
 		_ = s.close()
 		return nil, err
@@ -287,6 +307,9 @@ func (s *Stack) Close() { _ = s.close() }
 
 func (s *Stack) close() error {
 	s.StopRegistry()
+	if s.registry != nil {
+		s.registry.Close()
+	}
 	if s.real == nil {
 		s.StopBroker()
 		return nil
@@ -337,8 +360,10 @@ func (s *Stack) RegistryURL() string {
 	return "http://" + s.regAddr
 }
 
-// Registry returns the fake registry, for seeding schemas directly.
-func (s *Stack) Registry() *srfake.Registry { return s.registry }
+// Registry returns the in-memory registry behind the server, for seeding schemas
+// directly: what is written through it is neither checked for compatibility nor stored
+// in the broker. Register over HTTP (RegistryURL) for both.
+func (s *Stack) Registry() *srfake.Registry { return s.registry.Fake() }
 
 // Cluster returns the running kfake cluster (nil while stopped, and on real Kafka:
 // tests that need it call RequireKfake).
