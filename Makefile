@@ -69,10 +69,22 @@ bench-kafka: kafka
 	cd pkg/throttle && $(GO) test -run '^$$' -bench 'Benchmark(Propagation|RebuildRatio)$$' -benchtime 1x -count=1 .
 	cd pkg/throttle && SLUICE_TEST_KAFKA=real SLUICE_KAFKA_LIBS=$(KAFKA_LIBS) $(GO) test -run '^$$' -bench 'Benchmark(Propagation|RebuildRatio)$$' -benchtime 1x -count=1 -timeout 30m .
 
-## fuzz: the decoder's fuzz target for FUZZTIME (default 1m).
+## fuzz: every fuzz target for FUZZTIME each (default 1m; CI runs them for 10s each).
+## Targets: module directory, package, name.
 FUZZTIME ?= 1m
+FUZZ_TARGETS := \
+	pkg/throttle:.:FuzzDecode \
+	pkg/throttle:.:FuzzFastDecodeMatchesGoavro \
+	pkg/throttle:.:FuzzRecordToRule \
+	pkg/throttle:./event:FuzzDecode \
+	pkg/throttle:./event:FuzzAppendMatchesEncodingJSON \
+	services/ingestion:./internal/server:FuzzParseEvents \
+	services/ingestion:./internal/server:FuzzParseEventsAgainstEncodingJSON \
+	services/ingestion:./internal/limit:FuzzLimiterMatchesExactGCRA
 fuzz:
-	cd pkg/throttle && $(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) .
+	@for t in $(FUZZ_TARGETS); do m=$${t%%:*}; rest=$${t#*:}; p=$${rest%%:*}; f=$${rest#*:}; \
+		echo "== fuzz $$m $$p $$f for $(FUZZTIME)"; \
+		(cd $$m && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$p) || exit 1; done
 
 ## run: the whole suite locally on an embedded broker and registry.
 ## ARGS=-infra-only starts only the broker and registry; ARGS=-demo drives traffic.
