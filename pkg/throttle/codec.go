@@ -151,6 +151,9 @@ func (c *Codec) Decode(value []byte) (Record, error) {
 	}
 	if rs.isV1 {
 		r, err := decodeV1(value[headerLen:])
+		if errors.Is(err, ErrInvalid) { // well-formed, but not a throttle Sluice can hold
+			return Record{}, fmt.Errorf("schema id %d: %w", id, err)
+		}
 		if err != nil {
 			return Record{}, fmt.Errorf("%w: schema id %d: %w", ErrBadBody, id, err)
 		}
@@ -307,7 +310,11 @@ func fromNative(f map[string]any) (Record, error) {
 	r.ID = str("id", true)
 	r.Customer = str("customer", true)
 	r.Limit = long("limit")
-	r.Window = time.Duration(long("window_ms")) * time.Millisecond
+	if w, werr := WindowOf(long("window_ms")); werr != nil && err == nil {
+		err = werr
+	} else {
+		r.Window = w
+	}
 	r.CreatedAt = ts("created_at")
 	r.ExpiresAt = ts("expires_at")
 	r.SetBy = str("set_by", false)

@@ -3,6 +3,8 @@ package throttle_test
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"testing"
@@ -197,4 +199,96 @@ func TestSchemaEvolution(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The extremes of the schema's numeric fields: a window_ms longer than a time.Duration
+// holds is invalid poison (not another window), a limit up to the largest long and
+// timestamps up to year 9999 are read and enforced as written.
+func TestRecordExtremes(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	codec := s.Codec(t, topic)
+	id, err := codec.Register()
+	if err != nil {
+		t.Fatal(err)
+	}
+	avro, err := goavro.NewCodec(throttle.Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	encode := func(limit, windowMS int64, created, expires time.Time) []byte {
+		native := map[string]any{
+			"id": "x", "customer": "acme", "limit": limit, "window_ms": windowMS,
+			"created_at": created, "expires_at": expires, "reason_kind": "MANUAL",
+			"reason_note": "", "reason_metric": nil, "reason_value": nil, "set_by": "t", "mode": "ENFORCE",
+		}
+		b := []byte{0, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(b[1:], uint32(id))
+		b, err := avro.BinaryFromNative(b, native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	year9999 := time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC)
+	for _, windowMS := range []int64{math.MaxInt64, math.MaxInt64 / 1_000_000 * 10, int64(throttle.MaxWindow/time.Millisecond) + 1} {
+		_, err := codec.Decode(encode(1, windowMS, now, now.Add(time.Hour)))
+		if !errors.Is(err, throttle.ErrInvalid) || throttle.PoisonReason(err) != "invalid" {
+			t.Errorf("window_ms %d: got %v (%s), want invalid poison", windowMS, err, throttle.PoisonReason(err))
+		}
+	}
+	r, err := codec.Decode(encode(math.MaxInt64, int64(throttle.MaxWindow/time.Millisecond), now, year9999))
+	if err != nil {
+		t.Fatalf("largest limit and window, expiry in 9999: %v", err)
+	}
+	if r.Limit != math.MaxInt64 || r.Window != throttle.MaxWindow || !r.ExpiresAt.Equal(year9999) {
+		t.Fatalf("got %+v, want the record as written", r)
+	}
+	// A Rule keeps the expiry as written, and the throttle is active until then.
+	rule := r.Rule()
+	if !rule.ExpiresAt().Equal(year9999) || !rule.Active(now) || !rule.Active(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("rule: expires %v, active now %v: want %v and active", rule.ExpiresAt(), rule.Active(now), year9999)
+	}
+	if got := rule.Record("acme"); !got.ExpiresAt.Equal(year9999) {
+		t.Fatalf("rule's record: expires %v, want %v", got.ExpiresAt, year9999)
+	}
+}
+
+// FuzzRecordToRule: any record the codec reads becomes a rule that enforces it as
+// written: the same limit, window, mode and expiry (to the millisecond, as on the wire),
+// and active exactly when the record is, at any time up to year 9999.
+func FuzzRecordToRule(f *testing.F) {
+	f.Add(int64(20), int64(60000), int64(0), int64(3600000), int64(1000), false)
+	f.Add(int64(math.MaxInt64), int64(throttle.MaxWindow/time.Millisecond), int64(-62135596800000), int64(253402300799999), int64(253402300799998), true)
+	f.Add(int64(0), int64(1), int64(1e15), int64(1e15+1), int64(1e15), false)
+	f.Fuzz(func(t *testing.T, limit, windowMS, createdMS, expiresMS, nowMS int64, shadow bool) {
+		const minMS, maxMS = -62135596800000, 253402300799999 // years 1 to 9999
+		if createdMS < minMS || createdMS > maxMS || expiresMS < minMS || expiresMS > maxMS || nowMS < minMS || nowMS > maxMS {
+			return
+		}
+		r := throttle.Record{ID: "x", Customer: "acme", Limit: limit, SetBy: "t",
+			CreatedAt: time.UnixMilli(createdMS).UTC(), ExpiresAt: time.UnixMilli(expiresMS).UTC()}
+		w, err := throttle.WindowOf(windowMS)
+		if err != nil {
+			return
+		}
+		r.Window = w
+		if shadow {
+			r.Mode = throttle.ModeShadow
+		}
+		if r.Validate() != nil {
+			return
+		}
+		rule := r.Rule()
+		now := time.UnixMilli(nowMS)
+		if rule.Limit != r.Limit || rule.Window != r.Window || rule.Mode != r.Mode || !rule.ExpiresAt().Equal(r.ExpiresAt) {
+			t.Fatalf("rule %+v expires %v, want the record %+v", rule, rule.ExpiresAt(), r)
+		}
+		if rule.Active(now) != r.Active(now) {
+			t.Fatalf("at %v: rule active %v, record active %v (expires %v)", now, rule.Active(now), r.Active(now), r.ExpiresAt)
+		}
+		if back := rule.Record(r.Customer); back != r {
+			t.Fatalf("rule's record %+v, want %+v", back, r)
+		}
+	})
 }

@@ -22,7 +22,11 @@ func decodeV1(b []byte) (Record, error) {
 	r.ID = d.str()
 	r.Customer = d.str()
 	r.Limit = d.long()
-	r.Window = time.Duration(d.long()) * time.Millisecond
+	if w, err := WindowOf(d.long()); err != nil && d.err == nil {
+		d.err = err
+	} else {
+		r.Window = w
+	}
 	r.CreatedAt = millis(d.long())
 	r.ExpiresAt = millis(d.long())
 	switch d.enum(2) {

@@ -61,8 +61,12 @@ func (j RecordJSON) Record() (Record, error) {
 	default:
 		return Record{}, fmt.Errorf("reason kind %q: want manual or automatic", j.Reason.Kind)
 	}
+	window, err := WindowOf(j.WindowMS)
+	if err != nil {
+		return Record{}, err
+	}
 	r := Record{
-		ID: j.ID, Customer: j.Customer, Limit: j.Limit, Window: time.Duration(j.WindowMS) * time.Millisecond,
+		ID: j.ID, Customer: j.Customer, Limit: j.Limit, Window: window,
 		CreatedAt: j.CreatedAt.UTC(), ExpiresAt: j.ExpiresAt.UTC(),
 		Reason: Reason{Kind: kind, Note: j.Reason.Note, Metric: j.Reason.Metric, Value: j.Reason.Value},
 		SetBy:  j.SetBy, Mode: mode,

@@ -25,7 +25,9 @@ import (
 // when retention or DeleteRecords removed them (counted in SkippedOffsets).
 
 const (
-	fetchMaxBytes = 16 << 20
+	// fetchMaxBytes is the Java consumer's max.partition.fetch.bytes default: a fetch's
+	// records are applied while still in cache, and the partitions' fetches interleave.
+	fetchMaxBytes = 1 << 20
 	// isolationReadCommitted stops fetches at the last stable offset and returns the
 	// aborted transactions whose records the loop must drop.
 	isolationReadCommitted = 1

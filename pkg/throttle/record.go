@@ -2,6 +2,7 @@ package throttle
 
 import (
 	"fmt"
+	"math"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -102,6 +103,20 @@ func ValidateCustomer(c string) error {
 		}
 	}
 	return nil
+}
+
+// MaxWindow is the longest window a throttle can have: the longest time.Duration in whole
+// milliseconds (about 292 years). The schema's window_ms can say more; such a record is
+// invalid rather than read as some other window.
+const MaxWindow = time.Duration(math.MaxInt64 / int64(time.Millisecond) * int64(time.Millisecond))
+
+// WindowOf is the window of window_ms ms, or an ErrInvalid error when it is longer than
+// MaxWindow (a time.Duration would overflow into another window).
+func WindowOf(ms int64) (time.Duration, error) {
+	if ms > int64(MaxWindow/time.Millisecond) {
+		return 0, fmt.Errorf("%w: window_ms %d is longer than the longest window enforced (%s)", ErrInvalid, ms, MaxWindow)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // Validate checks the rules every record on the topic must keep. Errors wrap ErrInvalid.

@@ -11,8 +11,10 @@ type Rule struct {
 	Window time.Duration
 	Mode   Mode
 
-	expires int64 // ExpiresAt in unix nanos, compared with the table's coarse clock
-	created int64 // CreatedAt in unix nanos
+	// Unix milliseconds, as on the wire: unlike nanoseconds, they hold every time the
+	// schema's timestamp-millis can carry up to year 9999 without overflow.
+	expires int64 // ExpiresAt, compared with the table's coarse clock
+	created int64 // CreatedAt
 	// detail points at the rule's entry in its table's array of details: Lookup takes
 	// the entry's address without reading it, so that a lookup reads only the slot.
 	detail **ruleDetail
@@ -37,7 +39,7 @@ func (r Record) Rule() Rule {
 func (r Record) split() (Rule, *ruleDetail) {
 	rule := Rule{
 		Limit: r.Limit, Window: r.Window, Mode: r.Mode,
-		expires: r.ExpiresAt.UnixNano(), created: r.CreatedAt.UnixNano(),
+		expires: r.ExpiresAt.UnixMilli(), created: r.CreatedAt.UnixMilli(),
 	}
 	return rule, &ruleDetail{id: r.ID, reason: r.Reason, setBy: r.SetBy}
 }
@@ -51,10 +53,10 @@ func (r Rule) ID() string {
 }
 
 // ExpiresAt is when the throttle stops applying.
-func (r Rule) ExpiresAt() time.Time { return time.Unix(0, r.expires).UTC() }
+func (r Rule) ExpiresAt() time.Time { return time.UnixMilli(r.expires).UTC() }
 
 // Active reports whether the throttle applies at now.
-func (r Rule) Active(now time.Time) bool { return now.UnixNano() < r.expires }
+func (r Rule) Active(now time.Time) bool { return now.UnixMilli() < r.expires }
 
 // Record returns the full record of the customer's rule (the zero Record for the zero
 // Rule). Times come back in UTC, as the codec decodes them.
@@ -65,7 +67,7 @@ func (r Rule) Record(customer string) Record {
 	d := *r.detail
 	return Record{
 		ID: d.id, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
-		CreatedAt: time.Unix(0, r.created).UTC(), ExpiresAt: r.ExpiresAt(),
+		CreatedAt: time.UnixMilli(r.created).UTC(), ExpiresAt: r.ExpiresAt(),
 		Reason: d.reason, SetBy: d.setBy,
 	}
 }

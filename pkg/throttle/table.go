@@ -148,8 +148,9 @@ type Table struct {
 	filterMu  sync.Mutex   // writers: set() adds, sweep() swaps in a rebuilt filter
 	filterAdd atomic.Int64 // adds since the last rebuild
 
-	// now is a coarse clock (unix nanos) that Run refreshes every clockTick: reading the
-	// system clock costs 50-80 ns on these machines, more than the rest of a Lookup.
+	// now is a coarse clock (unix milliseconds, as Rule keeps expiries) that Run
+	// refreshes every clockTick: reading the system clock costs more than the rest of a
+	// Lookup.
 	now atomic.Int64
 
 	poison   [len(poisonReasons)]atomic.Int64
@@ -217,7 +218,7 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 	for i := range t.shards {
 		t.shards[i].building = newSlotTable(0)
 	}
-	t.now.Store(t.cfg.clock().UnixNano())
+	t.now.Store(t.cfg.clock().UnixMilli())
 	t.filter.Store(new(filter))
 	o.onCaughtUpHook = t.publish
 	o.onPartitions = t.repartition
@@ -246,7 +247,7 @@ func (t *Table) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				t.now.Store(t.cfg.clock().UnixNano())
+				t.now.Store(t.cfg.clock().UnixMilli())
 			}
 		}
 	}()
@@ -527,17 +528,26 @@ func (t *Table) intern(s string) string {
 
 // set stores r as the customer's throttle.
 func (t *Table) set(customer string, r Record) {
-	// The bit goes in before the record is visible, so Lookup never skips a throttle.
 	h := maphash.String(t.seed, customer)
+	sh, sl := hashParts(h)
+	s := &t.shards[sh]
+	rule, d := r.split()
+	s.mu.Lock()
+	if s.building != nil {
+		// No reader sees this table yet, and publish sets the filter bits of all it
+		// holds: a rebuild need not take the filter's shared lock for every record.
+		s.building = s.building.put(sl, customer, rule, d)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	// The bit goes in before the record is visible, so Lookup never skips a throttle.
 	t.filterMu.Lock()
 	t.filter.Load().add(h)
 	t.filterMu.Unlock()
 	t.filterAdd.Add(1)
-	sh, sl := hashParts(h)
-	s := &t.shards[sh]
-	s.mu.Lock()
+	s.mu.Lock() // building stays nil once published
 	defer s.mu.Unlock()
-	rule, d := r.split()
 	s.update(func(st *slotTable) *slotTable { return st.put(sl, customer, rule, d) })
 }
 
@@ -650,12 +660,19 @@ func (s *shard) removeIf(drop func(st *slotTable, i int) bool) []Record {
 	return gone
 }
 
-// publish hands the tables built while rebuilding to readers. It runs once, when the
-// Follower first catches up.
+// publish hands the tables built while rebuilding to readers, each after the filter bits
+// of its throttles (set skips them while building). It runs once, when the Follower
+// first catches up.
 func (t *Table) publish() {
+	t.filterMu.Lock() // as in rebuildFilter: no filter swap may drop the bits added here
+	defer t.filterMu.Unlock()
+	f := t.filter.Load()
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
+		for j := range s.building.all() {
+			f.add(maphash.Bytes(t.seed, s.building.keyBytes(j)))
+		}
 		s.published.Store(s.building)
 		s.building = nil
 		s.mu.Unlock()
