@@ -205,10 +205,18 @@ func buildBinary(t *testing.T, dir, name, pkg string) string {
 // if the test fails.
 func startProcess(t *testing.T, path string, env []string) *exec.Cmd {
 	t.Helper()
-	var out lockedBuffer
+	cmd, _ := startProcessOut(t, path, env)
+	return cmd
+}
+
+// startProcessOut is startProcess that also returns the process's output, stdout and
+// stderr together.
+func startProcessOut(t *testing.T, path string, env []string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	out := &lockedBuffer{}
 	cmd := exec.Command(path)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +234,7 @@ func startProcess(t *testing.T, path string, env []string) *exec.Cmd {
 			t.Logf("output of %s:\n%s", filepath.Base(path), out.String())
 		}
 	})
-	return cmd
+	return cmd, out
 }
 
 type lockedBuffer struct {

@@ -225,3 +225,23 @@ func (sh *sharedCluster) close() error {
 	sh.cluster, sh.err = nil, fmt.Errorf("throttletest: the real kafka cluster was closed")
 	return err
 }
+
+// ReleaseShared stops the shared real cluster of this process, if it runs and no Stack
+// holds it, so that a test can start a cluster of its own (a secured one) without two
+// running at once on the machine. The next Stack starts the shared cluster again.
+func ReleaseShared() error {
+	sh := shared
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.cluster == nil {
+		return nil
+	}
+	if sh.members > 0 || sh.alone != nil || sh.waiting != nil {
+		return fmt.Errorf("throttletest: %d Stacks still use the shared real cluster", sh.members)
+	}
+	err := sh.cluster.Close()
+	sh.cluster, sh.err, sh.dirty = nil, nil, false
+	sh.notify()
+	forgetConnections()
+	return err
+}

@@ -72,7 +72,7 @@ func (c *Cluster) serving(ctx context.Context) error {
 		want[i] = int32(n.id)
 	}
 	for _, n := range running {
-		meta, err := nodeMetadata(ctx, n.addr(), []string{})
+		meta, err := nodeMetadata(ctx, n.adminAddr(), []string{})
 		if err != nil {
 			return fmt.Errorf("node %d: %w", n.id, err)
 		}
@@ -123,7 +123,7 @@ func (c *Cluster) everyNode(ctx context.Context, topics []string, check func(*km
 		return errors.New("no kafka node is running")
 	}
 	for _, n := range running {
-		meta, err := nodeMetadata(ctx, n.addr(), topics)
+		meta, err := nodeMetadata(ctx, n.adminAddr(), topics)
 		if err != nil {
 			return fmt.Errorf("node %d: %w", n.id, err)
 		}
@@ -222,7 +222,7 @@ func (c *Cluster) WaitGroupCoordinators(ctx context.Context) error {
 }
 
 func (c *Cluster) coordinatorsReady(ctx context.Context, groups []string) error {
-	cl, err := client(c.Brokers()...)
+	cl, err := client(c.adminBrokers()...)
 	if err != nil {
 		return err
 	}
@@ -273,7 +273,7 @@ func (c *Cluster) Leader(ctx context.Context, topic string, partition int) (int,
 	if len(running) == 0 {
 		return 0, fmt.Errorf("leader of %s/%d: no kafka node is running", topic, partition)
 	}
-	meta, err := nodeMetadata(ctx, running[0].addr(), []string{topic})
+	meta, err := nodeMetadata(ctx, running[0].adminAddr(), []string{topic})
 	if err != nil {
 		return 0, fmt.Errorf("leader of %s/%d: %w", topic, partition, err)
 	}
@@ -294,7 +294,7 @@ func (c *Cluster) Leader(ctx context.Context, topic string, partition int) (int,
 // internal and every consumer group, removes the broker defaults SetBrokerDefaults set,
 // and waits until the topics are gone. Every node must run.
 func (c *Cluster) Reset(ctx context.Context) error {
-	cl, err := client(c.Brokers()...)
+	cl, err := client(c.adminBrokers()...)
 	if err != nil {
 		return err
 	}
@@ -304,6 +304,11 @@ func (c *Cluster) Reset(ctx context.Context) error {
 	}
 	if err := c.deleteTopics(ctx, cl); err != nil {
 		return err
+	}
+	if c.cfg.Security != nil {
+		if err := deleteACLs(ctx, cl); err != nil {
+			return err
+		}
 	}
 	return c.resetBrokerDefaults(ctx, cl)
 }
@@ -386,7 +391,7 @@ func (c *Cluster) SetBrokerDefaults(ctx context.Context, configs map[string]stri
 	if len(configs) == 0 {
 		return nil
 	}
-	cl, err := client(c.Brokers()...)
+	cl, err := client(c.adminBrokers()...)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,9 @@ type Config struct {
 	HeapMB int
 	// BrokerConfigs are added to every node's server.properties, over the defaults.
 	BrokerConfigs map[string]string
+	// Security, when set, starts the cluster secured (see Security); nil is PLAINTEXT
+	// with no authorizer.
+	Security *Security
 	// LogLevel is the nodes' log level (slf4j-simple: trace, debug, info, warn, error;
 	// default $SLUICE_KAFKA_LOG_LEVEL, else warn). Each node logs to Dir()/node-N/server.log.
 	LogLevel string
@@ -50,8 +53,9 @@ type Cluster struct {
 	dir       string
 	version   string
 	clusterID string
-	archive   string  // class-data sharing archive, or ""
-	nodes     []*node // nodes[i].id == i+1
+	archive   string     // class-data sharing archive, or ""
+	tls       *serverTLS // certificates of a secured cluster; nil when plain
+	nodes     []*node    // nodes[i].id == i+1
 
 	mu             sync.Mutex      // serialises Start, Stop, Kill and Close of nodes
 	brokerDefaults map[string]bool // names SetBrokerDefaults set, for Reset; under mu
@@ -61,6 +65,7 @@ type node struct {
 	id             int
 	brokerPort     int
 	controllerPort int
+	internalPort   int // secured clusters only: the PLAINTEXT inter-broker listener
 	dir            string
 
 	mu   sync.Mutex
@@ -113,15 +118,24 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 }
 
 func (c *Cluster) setUp(ctx context.Context) error {
-	ports, err := freePorts(2 * c.cfg.Nodes)
+	ports, err := freePorts(3 * c.cfg.Nodes)
 	if err != nil {
 		return err
 	}
 	for i := range c.cfg.Nodes {
-		c.nodes = append(c.nodes, &node{
-			id: i + 1, brokerPort: ports[2*i], controllerPort: ports[2*i+1],
+		n := &node{
+			id: i + 1, brokerPort: ports[3*i], controllerPort: ports[3*i+1],
 			dir: filepath.Join(c.dir, "node-"+strconv.Itoa(i+1)),
-		})
+		}
+		if c.cfg.Security != nil {
+			n.internalPort = ports[3*i+2]
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	if c.cfg.Security != nil {
+		if c.tls, err = makeServerTLS(filepath.Join(c.dir, "tls")); err != nil {
+			return err
+		}
 	}
 	for _, n := range c.nodes {
 		if err := os.MkdirAll(n.dir, 0o755); err != nil {
@@ -206,6 +220,9 @@ func (c *Cluster) props(n *node) map[string]string {
 		"log.dirs":                       filepath.Join(n.dir, "data"),
 	}
 	maps.Copy(props, defaults)
+	if c.cfg.Security != nil {
+		maps.Copy(props, c.secureProps(n))
+	}
 	maps.Copy(props, c.cfg.BrokerConfigs)
 	if len(c.nodes) < 3 { // a smaller cluster cannot hold three replicas
 		for _, k := range []string{"default.replication.factor", "offsets.topic.replication.factor", "transaction.state.log.replication.factor"} {
@@ -279,7 +296,8 @@ func (c *Cluster) spawn(n *node) error {
 }
 
 // Brokers returns every node's broker address, stopped ones included, as clients are
-// configured with a fixed bootstrap list.
+// configured with a fixed bootstrap list. On a secured cluster these are the SASL_SSL
+// listeners.
 func (c *Cluster) Brokers() []string {
 	out := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
@@ -289,6 +307,25 @@ func (c *Cluster) Brokers() []string {
 }
 
 func (n *node) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.brokerPort)) }
+
+// adminAddr is where the harness itself talks to node n: the client listener, or on a
+// secured cluster the PLAINTEXT inter-broker one, whose principal is a super user, so
+// the waits and Reset need no credentials and no ACL.
+func (n *node) adminAddr() string {
+	if n.internalPort != 0 {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.internalPort))
+	}
+	return n.addr()
+}
+
+// adminBrokers are the adminAddr of every node.
+func (c *Cluster) adminBrokers() []string {
+	out := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = n.adminAddr()
+	}
+	return out
+}
 
 // Addr returns node id's broker address.
 func (c *Cluster) Addr(id int) string { return c.node(id).addr() }

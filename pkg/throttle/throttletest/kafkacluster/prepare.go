@@ -45,18 +45,22 @@ const templateName = "storage-template-v1"
 
 func (c *Cluster) template(ctx context.Context) (string, error) {
 	final := filepath.Join(filepath.Dir(c.cfg.Libs), templateName)
-	if _, err := os.Stat(filepath.Join(final, "meta.properties")); err == nil {
-		return final, nil
+	// A secured cluster's bootstrap metadata holds its SCRAM users: its template is its
+	// own, never shared.
+	if c.cfg.Security == nil {
+		if _, err := os.Stat(filepath.Join(final, "meta.properties")); err == nil {
+			return final, nil
+		}
 	}
 	work, err := os.MkdirTemp(c.dir, "format-")
 	if err != nil {
 		return "", fmt.Errorf("format dir: %w", err)
 	}
 	first := c.nodes[0]
-	n := &node{id: first.id, brokerPort: first.brokerPort, controllerPort: first.controllerPort, dir: work}
+	n := &node{id: first.id, brokerPort: first.brokerPort, controllerPort: first.controllerPort, internalPort: first.internalPort, dir: work}
 	data, err := c.formatNode(ctx, n, c.properties(n))
-	if err != nil {
-		return "", err
+	if err != nil || c.cfg.Security != nil {
+		return data, err
 	}
 	return publish(data, final), nil
 }
@@ -67,8 +71,10 @@ func (c *Cluster) formatNode(ctx context.Context, n *node, props string) (string
 		return "", fmt.Errorf("write format config: %w", err)
 	}
 	args := append(c.jvmArgs(128, false), "kafka.tools.StorageTool", "format", "-t", c.clusterID, "-c", n.propsFile())
+	args = append(args, c.scramArgs()...)
 	if out, err := exec.CommandContext(ctx, c.java, args...).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("format kafka storage: %w\n%s", err, out)
+		// The output can echo the --add-scram arguments: passwords stay out of errors.
+		return "", fmt.Errorf("format kafka storage: %w\n%s", err, c.redact(string(out)))
 	}
 	return filepath.Join(n.dir, "data"), nil
 }
@@ -105,9 +111,12 @@ func (c *Cluster) classArchive(ctx context.Context) string {
 		return ""
 	}
 	n := &node{id: 1, brokerPort: ports[0], controllerPort: ports[1], dir: work}
-	// A cluster of its own with one voter, so that it serves without the others.
-	alone := &Cluster{cfg: c.cfg, nodes: []*node{n}}
-	if _, err := c.formatNode(ctx, n, alone.properties(n)); err != nil {
+	// A cluster of its own with one voter, so that it serves without the others; plain,
+	// as the harness waits for it without credentials.
+	plain := c.cfg
+	plain.Security = nil
+	alone := &Cluster{cfg: plain, java: c.java, clusterID: c.clusterID, nodes: []*node{n}}
+	if _, err := alone.formatNode(ctx, n, alone.properties(n)); err != nil {
 		return ""
 	}
 	made := filepath.Join(work, "classes.jsa")
