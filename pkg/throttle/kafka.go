@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -38,6 +39,16 @@ func SASLMechanism(name, user, pass string) (sasl.Mechanism, error) {
 		return scram.Mechanism(scram.SHA512, user, pass)
 	}
 	return nil, fmt.Errorf("sasl mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", name)
+}
+
+// explain adds to a connection error what it likely means with this configuration. A
+// listener that requires SASL closes a connection that sends no SASL handshake, and
+// kafka-go then reports only "unexpected EOF".
+func (k KafkaConfig) explain(err error) error {
+	if err == nil || k.SASL != nil || !errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "expecting TLS") {
+		return err
+	}
+	return fmt.Errorf("%w (the broker closed the connection without an answer: if its listener requires SASL, set KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD)", err)
 }
 
 func (k KafkaConfig) validate() error {

@@ -19,6 +19,7 @@ import (
 // record twice leaves a table as it was.
 type Publisher struct {
 	w     *kafka.Writer
+	kc    KafkaConfig
 	codec *Codec
 	topic string
 }
@@ -67,7 +68,7 @@ func NewPublisher(kc KafkaConfig, topic string, codec *Codec, opts ...PublisherO
 	if err != nil {
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
-	return &Publisher{w: w, codec: codec, topic: topic}, nil
+	return &Publisher{w: w, kc: kc, codec: codec, topic: topic}, nil
 }
 
 // Set publishes r as its customer's throttle. It returns once all in-sync replicas have
@@ -106,7 +107,7 @@ func (p *Publisher) Expire(ctx context.Context, r Record) error {
 func (p *Publisher) write(ctx context.Context, msg kafka.Message, op, customer string) error {
 	// Value nil is the tombstone on the wire; an empty slice would be an empty record.
 	if err := p.w.WriteMessages(ctx, msg); err != nil {
-		return fmt.Errorf("%s for %q to %s: %w", op, customer, p.topic, err)
+		return fmt.Errorf("%s for %q to %s: %w", op, customer, p.topic, p.kc.explain(err))
 	}
 	return nil
 }

@@ -79,7 +79,7 @@ func (r *partReader) fetch(ctx context.Context, offset int64, minBytes, maxBytes
 		}},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, err)
+		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, r.kc.explain(err))
 	}
 	res, ok := m.(*fetchAPI.Response)
 	if !ok || len(res.Topics) == 0 || len(res.Topics[0].Partitions) == 0 {

@@ -136,7 +136,7 @@ func EnsureTopic(ctx context.Context, kc KafkaConfig, spec TopicSpec) (TopicInfo
 	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{spec.Name}})
 	if err != nil {
-		return info, fmt.Errorf("ensure topic %s: metadata: %w", spec.Name, err)
+		return info, fmt.Errorf("ensure topic %s: metadata: %w", spec.Name, kc.explain(err))
 	}
 	for _, t := range meta.Topics {
 		if t.Name == spec.Name {
@@ -188,7 +188,7 @@ func CreateTopics(ctx context.Context, kc KafkaConfig, topics ...kafka.TopicConf
 	}
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
 	if err != nil {
-		return nil, fmt.Errorf("create topics %v: metadata: %w", names, err)
+		return nil, fmt.Errorf("create topics %v: metadata: %w", names, kc.explain(err))
 	}
 	brokers := max(len(meta.Brokers), 1)
 	var missing []kafka.TopicConfig
@@ -244,7 +244,7 @@ func WaitForTopics(ctx context.Context, kc KafkaConfig, names ...string) error {
 	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{})
 	if err != nil {
-		return fmt.Errorf("wait for topics %v: metadata: %w", names, err)
+		return fmt.Errorf("wait for topics %v: metadata: %w", names, kc.explain(err))
 	}
 	d := kc.Dialer()
 	for _, b := range meta.Brokers {

@@ -24,6 +24,7 @@ func TestSecureKafka(t *testing.T) {
 	t.Run("Refused", func(t *testing.T) { testRefused(t, env) })
 	t.Run("IngestionCannotWriteThrottles", func(t *testing.T) { testIngestionCannotWriteThrottles(t, env) })
 	t.Run("StrayCannotLift", func(t *testing.T) { testStrayCannotLift(t, env) })
+	t.Run("RegistryStoresAsItsPrincipal", func(t *testing.T) { testRegistryPrincipal(t, env) })
 }
 
 func record(customer string) throttle.Record {
@@ -151,7 +152,7 @@ func testRefused(t *testing.T, env *securitytest.Env) {
 	}{
 		{"wrong password", env.KafkaAs(t, user, wrong), []string{"SASL Authentication Failed"}, kafka.SASLAuthenticationFailed},
 		{"untrusted CA", badCA, []string{"certificate signed by unknown authority"}, nil},
-		{"no credentials", noSASL, []string{"EOF"}, nil},
+		{"no credentials", noSASL, []string{"EOF", "requires SASL", "KAFKA_SASL_MECHANISM"}, nil},
 		{"no TLS", noTLS, []string{"EOF"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -274,4 +275,30 @@ func hasError(err, target error) bool {
 		}
 	}
 	return false
+}
+
+// testRegistryPrincipal: the registry keeps the schemas the programs registered in
+// _schemas, as its own principal (the ACL file's schema-registry); a service principal
+// may not write there.
+func testRegistryPrincipal(t *testing.T, env *securitytest.Env) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(env.Cluster.Brokers()...), Transport: env.Kafka(t, "schema-registry").Transport()}
+	resp, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{"_schemas": {kafka.LastOffsetOf(0)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := resp.Topics["_schemas"][0]; p.Error != nil || p.LastOffset < 1 {
+		t.Fatalf("_schemas as the registry: end offset %d (%v), want the registered schema kept", p.LastOffset, p.Error)
+	}
+	w, err := throttle.NewWriter(env.Kafka(t, "processing"), "_schemas", throttle.WithWriterRetries(1, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer throttle.CloseWriter(w)
+	err = w.WriteMessages(ctx, kafka.Message{Key: []byte(`{"keytype":"SCHEMA"}`), Value: []byte("{}")})
+	if !hasError(err, kafka.TopicAuthorizationFailed) && !hasError(err, kafka.UnknownTopicOrPartition) {
+		t.Fatalf("write _schemas as processing: got %v, want refused", err)
+	}
+	t.Logf("write _schemas as processing: refused: %v", err)
 }

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/deploycheck"
@@ -83,12 +85,16 @@ func Start(t testing.TB) *Env {
 	}
 	e.createTopics(t, ctx)
 
-	reg, err := registry.New(ctx)
+	// The registry keeps its schemas in the secured cluster as its own principal.
+	regUser := e.User(t, "schema-registry")
+	reg, err := registry.New(ctx, registry.WithBrokers(c.Brokers()...), registry.WithKafkaOpts(
+		kgo.DialTLSConfig(c.TLSConfig()),
+		kgo.SASL(scram.Auth{User: regUser, Pass: e.passwords[regUser]}.AsSha512Mechanism())))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(reg.Handler())
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() { srv.Close(); reg.Close() })
 	e.RegistryURL = srv.URL
 	return e
 }

@@ -41,6 +41,7 @@ type Option interface{ apply(*config) }
 
 type config struct {
 	brokers []string
+	kafka   []kgo.Opt
 	topic   string
 	timeout time.Duration
 }
@@ -53,6 +54,13 @@ func (f optFunc) apply(c *config) { f(c) }
 // keeps them in memory only, like srfake.
 func WithBrokers(brokers ...string) Option {
 	return optFunc(func(c *config) { c.brokers = brokers })
+}
+
+// WithKafkaOpts adds options to the clients of the brokers of WithBrokers: TLS and SASL
+// on a secured cluster, as Confluent's registry takes kafkastore.security.protocol and
+// its credentials.
+func WithKafkaOpts(opts ...kgo.Opt) Option {
+	return optFunc(func(c *config) { c.kafka = append(c.kafka, opts...) })
 }
 
 // WithTopic names the topic the schemas are kept in (default DefaultTopic).
@@ -96,7 +104,7 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 	fake := srfake.NewRegistry()
 	s := &Server{fake: fake, inner: fake.Handler(), compat: avro.NewSchemaCompatibility()}
 	if len(cfg.brokers) > 0 {
-		st, err := openStore(ctx, cfg.brokers, cfg.topic, cfg.timeout)
+		st, err := openStore(ctx, cfg.brokers, cfg.kafka, cfg.topic, cfg.timeout)
 		if err != nil {
 			return nil, err
 		}

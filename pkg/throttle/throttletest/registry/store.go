@@ -69,13 +69,14 @@ func mustJSON(v any) []byte {
 // them back at start.
 type store struct {
 	brokers []string
+	opts    []kgo.Opt // TLS, SASL
 	topic   string
 	timeout time.Duration // of one write
 	cl      *kgo.Client   // the writer
 }
 
-func openStore(ctx context.Context, brokers []string, topic string, timeout time.Duration) (*store, error) {
-	cl, err := kgo.NewClient(
+func openStore(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, timeout time.Duration) (*store, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -87,11 +88,11 @@ func openStore(ctx context.Context, brokers []string, topic string, timeout time
 		// have sent. A record written twice is harmless: the replay skips the copy.
 		kgo.DisableIdempotentWrite(),
 		kgo.RecordDeliveryTimeout(timeout),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("registry store on %v: %w", brokers, err)
 	}
-	st := &store{brokers: brokers, topic: topic, timeout: timeout, cl: cl}
+	st := &store{brokers: brokers, opts: opts, topic: topic, timeout: timeout, cl: cl}
 	if err := st.ensureTopic(ctx); err != nil {
 		cl.Close()
 		return nil, err
@@ -146,10 +147,10 @@ func (st *store) replay(ctx context.Context, apply func(*kgo.Record) error) erro
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(st.brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{st.topic: {0: kgo.NewOffset().AtStart()}}),
-	)
+	}, st.opts...)...)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", st.topic, err)
 	}
