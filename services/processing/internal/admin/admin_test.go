@@ -55,12 +55,21 @@ type response struct {
 
 func (s *server) do(t *testing.T, method, path, auth, body string) response {
 	t.Helper()
+	return s.doWith(t, method, path, auth, body, nil)
+}
+
+// doWith is do with more request headers.
+func (s *server) doWith(t *testing.T, method, path, auth, body string, header map[string]string) response {
+	t.Helper()
 	req, err := http.NewRequest(method, s.url+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")

@@ -3,7 +3,6 @@ package admin_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -22,24 +21,7 @@ import (
 
 func (s *server) post(t *testing.T, body string, header map[string]string) response {
 	t.Helper()
-	req, err := http.NewRequest("POST", s.url+"/v1/throttles", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return s.doWith(t, "POST", "/v1/throttles", "Bearer "+token, body, header)
 }
 
 func recordOf(t *testing.T, r response) throttle.RecordJSON {
