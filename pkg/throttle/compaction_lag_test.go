@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
 // The embedded broker of the local stack ignores min.compaction.lag.ms (it compacts on a
@@ -17,6 +18,7 @@ import (
 // What the lag buys on a real cluster is only the time for a processing replica to come
 // back when none was running to repair (see TestRealSweeperUnderCompactionLag).
 func TestSweeperRepairSurvivesCompactionBeforeIt(t *testing.T) {
+	throttletest.RequireKfake(t, "the embedded broker's compaction on demand (Compact), whose timing this test chooses")
 	f := newCompactingFixture(t)
 	p := f.publisher()
 	t1 := rec("acme", 20, 300*time.Millisecond)
@@ -24,7 +26,7 @@ func TestSweeperRepairSurvivesCompactionBeforeIt(t *testing.T) {
 	t2.ID = "t2-renewal"
 	stale := make(chan struct{})
 	compacted := make(chan struct{})
-	var once sync.Once
+	var once, release sync.Once
 	var tb *throttle.Table
 	// The table reports the stale tombstone; the sweeper hears of it only once the broker
 	// has compacted.
@@ -40,6 +42,9 @@ func TestSweeperRepairSurvivesCompactionBeforeIt(t *testing.T) {
 			eventually(t, "T2 applied before the tombstone", func() bool { c, ok := tb.Lookup("acme"); return ok && c.ID() == t2.ID })
 		}
 	}))
+	// Registered after the table's own cleanup, so it runs first: a test that stops
+	// early must not leave the table's goroutine waiting.
+	t.Cleanup(func() { release.Do(func() { close(compacted) }) })
 	if err := p.Set(t.Context(), t1); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +59,7 @@ func TestSweeperRepairSurvivesCompactionBeforeIt(t *testing.T) {
 			t.Fatalf("after compaction acme's log still holds a throttle (offset %d): the worst case did not happen", m.Offset)
 		}
 	}
-	close(compacted)
+	release.Do(func() { close(compacted) })
 	wantLimit(t, tb, "acme", 40) // the table that followed never lost T2
 	eventually(t, "T2 re-published after compaction", func() bool {
 		l := logOf(t, f, "acme")
