@@ -199,9 +199,20 @@ func (c *Consumer) generation(ctx context.Context, gen *kafka.Generation) error 
 	}
 	in := make(chan fetched, c.cfg.BatchSize)
 	if len(parts) > 0 {
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		first, end, err := endOffsets(lctx, c.kc, c.topic, parts)
-		cancel()
+		// A partition with nothing to read says so once; without that, the detector's
+		// watermark waits for it. So the end offsets are worth a few attempts.
+		var first, end map[int]int64
+		var err error
+		backoff := c.cfg.Backoff
+		for attempt := 1; ; attempt++ {
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			first, end, err = endOffsets(lctx, c.kc, c.topic, parts)
+			cancel()
+			if err == nil || attempt == 5 || !sleep(ctx, backoff) {
+				break
+			}
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
+		}
 		if err != nil {
 			c.log.Warn("end offsets: partitions count as busy until they deliver", zap.Error(err))
 		}
