@@ -308,6 +308,19 @@ func (l *fakeLog) compact(part int, keepEmpty func() bool, dropTombstones, merge
 func (l *fakeLog) deleteRecords(part int, off int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.deleteRecordsLocked(part, off)
+}
+
+// appendBatchDeleting appends a batch and moves the log start to off in one step, so no
+// reader sees the batch's records below off.
+func (l *fakeLog) appendBatchDeleting(part int, recs []fakeRec, off int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.push(l.parts[part], l.batch(l.parts[part], recs, 0))
+	l.deleteRecordsLocked(part, off)
+}
+
+func (l *fakeLog) deleteRecordsLocked(part int, off int64) {
 	p := l.parts[part]
 	p.logStart = off
 	for si := range p.segments {

@@ -8,15 +8,15 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 	fetchAPI "github.com/segmentio/kafka-go/protocol/fetch"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 )
 
-// The read loop of one partition. It uses kafka-go's lower-level fetch instead of its
-// Reader, because a Reader cannot get past a fetch answered with nothing but an empty
-// batch, filters no aborted transaction, and may hand out a buffered message after its
-// read was cancelled (KAFKA-NOTES, kafka-go 5, 10, 11).
+// The read loop of one partition. It sends Fetch requests itself (fetch.go) instead of
+// using kafka-go's Reader, because a Reader cannot get past a fetch answered with nothing
+// but an empty batch, filters no aborted transaction, and may hand out a buffered message
+// after its read was cancelled (KAFKA-NOTES, kafka-go 5, 10, 11).
 //
 // The invariant, kept wherever the position moves: the position moves forward only over
 // offsets whose record was applied (or counted as poison by apply), offsets that hold no
@@ -59,10 +59,10 @@ func (r *partReader) reset() {
 
 // fetch asks the partition's leader for the batches at offset. minBytes 0 answers at
 // once; 1 waits up to maxWait for a record.
-func (r *partReader) fetch(ctx context.Context, offset int64, minBytes, maxBytes int32, maxWait time.Duration) (*fetchAPI.ResponsePartition, error) {
+func (r *partReader) fetch(ctx context.Context, offset int64, minBytes, maxBytes int32, maxWait time.Duration) (*fetched, error) {
 	ctx, cancel := context.WithTimeout(ctx, maxWait+10*time.Second)
 	defer cancel()
-	m, err := r.tr.RoundTrip(ctx, r.kc.addr(), &fetchAPI.Request{
+	m, err := r.tr.RoundTrip(ctx, r.kc.addr(), &fetchRequest{clientID: r.kc.clientID(), Request: &fetchAPI.Request{
 		ReplicaID:      -1,
 		MaxWaitTime:    int32(maxWait / time.Millisecond),
 		MinBytes:       minBytes,
@@ -77,42 +77,23 @@ func (r *partReader) fetch(ctx context.Context, offset int64, minBytes, maxBytes
 				LogStartOffset: -1, PartitionMaxBytes: maxBytes,
 			}},
 		}},
-	})
+	}})
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, r.kc.explain(err))
 	}
-	res, ok := m.(*fetchAPI.Response)
-	if !ok || len(res.Topics) == 0 || len(res.Topics[0].Partitions) == 0 {
-		return nil, fmt.Errorf("fetch %s/%d@%d: response names no partition", r.topic, r.part, offset)
+	res, ok := m.(*fetchResponse)
+	if !ok {
+		return nil, fmt.Errorf("fetch %s/%d@%d: unexpected answer %T", r.topic, r.part, offset, m)
 	}
-	if res.ErrorCode != 0 {
-		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, kafka.Error(res.ErrorCode))
+	p, err := partitionOf(res.FetchResponse, r.topic, r.part)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, err)
 	}
-	p := &res.Topics[0].Partitions[0]
-	if p.ErrorCode != 0 {
-		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, kafka.Error(p.ErrorCode))
+	batches, partial, err := batchesIn(p.RecordBatches)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, err)
 	}
-	return p, nil
-}
-
-// batchesOf lists the batches of a fetched record set, in offset order.
-func batchesOf(rs protocol.RecordSet) []protocol.RecordReader {
-	switch r := rs.Records.(type) {
-	case nil:
-		return nil
-	case *protocol.RecordStream:
-		return r.Records
-	default:
-		return []protocol.RecordReader{r}
-	}
-}
-
-// batchBase is the first offset of a batch's range.
-func batchBase(b protocol.RecordReader) int64 {
-	if o, ok := b.(interface{ Offset() int64 }); ok {
-		return o.Offset()
-	}
-	return -1
+	return &fetched{HighWatermark: p.HighWatermark, Aborted: p.AbortedTransactions, Batches: batches, Partial: partial}, nil
 }
 
 // readPartition reads one partition from its position until ctx ends. Errors are retried
@@ -165,8 +146,7 @@ func isLeaderError(err error) bool {
 // readOnce fetches at the position and applies what the answer holds, moving the position
 // as the invariant at the top of this file allows.
 func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, log *zap.Logger) error {
-	start := p.position.Load()
-	pos := start
+	pos := p.position.Load()
 	res, err := r.fetch(ctx, pos, 1, fetchMaxBytes, f.cfg.maxWait)
 	if err != nil {
 		return err
@@ -175,66 +155,47 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, lo
 	if res.HighWatermark > p.hwm.Load() {
 		p.hwm.Store(res.HighWatermark)
 	}
-	batches := batchesOf(res.RecordSet)
-	if len(batches) == 0 {
+	if len(res.Batches) == 0 {
+		if res.Partial { // brokers since Kafka 0.10.1 return a first batch whole, whatever its size
+			return fmt.Errorf("fetch %s/%d@%d: the answer holds only part of a batch", f.topic, p.id, pos)
+		}
 		f.markCaughtUp(p, pos)
 		return nil
 	}
-	aborted := abortedTxns{list: res.AbortedTransactions}
-	for i, b := range batches {
-		switch b := b.(type) {
-		case *protocol.ControlBatch:
-			// A transaction marker: one record at the batch's base offset, never data.
-			aborted.begin(b.BaseOffset)
-			if cr, err := b.ReadControlRecord(); err == nil && cr.Type == controlAbort {
+	aborted := abortedTxns{list: res.Aborted}
+	for i := range res.Batches {
+		b := &res.Batches[i]
+		aborted.begin(b.Base)
+		switch {
+		case b.control():
+			// A transaction marker: never data.
+			if b.controlType() == controlAbort {
 				aborted.end(b.ProducerID)
 			}
-			if b.BaseOffset >= pos {
-				pos = b.BaseOffset + 1
-			}
-		case *protocol.RecordBatch:
-			drop := aborted.drops(b)
-			for {
-				rec, err := b.ReadRecord()
-				if err != nil {
-					break // io.EOF: the batch's records are done
+		case b.transactional() && aborted.active[b.ProducerID]:
+			// Records of an aborted transaction: never applied.
+		default:
+			err := b.each(func(offset int64, rec *kmsg.Record) error {
+				if offset < pos {
+					return nil // a batch may start before the offset fetched
 				}
-				if rec.Offset < pos {
-					continue // a batch may start before the offset fetched
+				msg := f.message(p.id, b, offset, rec, res.HighWatermark)
+				if err := f.applyWithRetry(ctx, p, msg, log); err != nil {
+					return err // ctx ended: the position stays on this record
 				}
-				if !drop {
-					msg, err := f.message(p.id, rec, res.HighWatermark)
-					if err != nil {
-						return err
-					}
-					if err := f.applyWithRetry(ctx, p, msg, log); err != nil {
-						return err // ctx ended: the position stays on this record
-					}
-				}
-				pos = rec.Offset + 1
+				pos = offset + 1
 				f.advance(p, pos)
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
-		// The offsets up to the next batch belong to this one or to none: they hold no
-		// record (compaction removed them).
-		if i+1 < len(batches) {
-			if next := batchBase(batches[i+1]); next > pos {
-				pos = next
-			}
-		}
+		// Every record of the batch's range is applied: the offsets left up to its end
+		// hold none (compaction removed them, or the batch is a marker).
+		pos = max(pos, b.Last+1)
 		f.advance(p, pos)
 	}
-	if pos > start {
-		return nil
-	}
-	// Nothing at or after the position in what came back: the last batch's range covers
-	// the position and holds no record from it on (an empty batch the cleaner kept, or a
-	// compacted tail). kafka-go does not decode a batch's last offset, so ask the broker.
-	end, err := f.batchEnd(ctx, r, batchBase(batches[len(batches)-1]), pos, res.HighWatermark)
-	if err != nil {
-		return err
-	}
-	f.advance(p, end+1)
 	return nil
 }
 
@@ -249,82 +210,21 @@ func (f *Follower) advance(p *partition, pos int64) {
 }
 
 // message turns a fetched record into the kafka.Message apply takes. A null value stays
-// nil (a tombstone); an empty one becomes a non-nil empty slice, which is not a tombstone.
-func (f *Follower) message(part int, rec *protocol.Record, hwm int64) (kafka.Message, error) {
-	msg := kafka.Message{Topic: f.topic, Partition: part, Offset: rec.Offset, Time: rec.Time, HighWaterMark: hwm}
-	var err error
-	if rec.Key != nil {
-		if msg.Key, err = protocol.ReadAll(rec.Key); err != nil {
-			return msg, fmt.Errorf("read key at %s/%d@%d: %w", f.topic, part, rec.Offset, err)
-		}
-	}
-	if rec.Value != nil {
-		if msg.Value, err = protocol.ReadAll(rec.Value); err != nil {
-			return msg, fmt.Errorf("read value at %s/%d@%d: %w", f.topic, part, rec.Offset, err)
-		}
-		if msg.Value == nil {
-			msg.Value = []byte{}
-		}
-	}
+// nil (a tombstone); an empty one is a non-nil empty slice, which is not a tombstone.
+func (f *Follower) message(part int, b *batch, offset int64, rec *kmsg.Record, hwm int64) kafka.Message {
+	msg := kafka.Message{Topic: f.topic, Partition: part, Offset: offset, Time: b.time(rec), HighWaterMark: hwm,
+		Key: rec.Key, Value: rec.Value}
 	for _, h := range rec.Headers {
 		msg.Headers = append(msg.Headers, kafka.Header{Key: h.Key, Value: h.Value})
 	}
-	return msg, nil
-}
-
-// batchEnd returns the last offset of the batch based at base whose range covers pos.
-// A broker answers a fetch at x with the batch whose range holds x, so a fetch at x
-// starts with that batch exactly when x is at most its end. Only offsets a fetch proved
-// to lie inside the batch are returned: the batch holds no record from pos on, so every
-// offset up to the result can be passed over.
-func (f *Follower) batchEnd(ctx context.Context, r *partReader, base, pos, hwm int64) (int64, error) {
-	in := func(x int64) (bool, error) {
-		if x >= hwm {
-			return false, nil
-		}
-		res, err := r.fetch(ctx, x, 0, 1, 0) // at least one whole batch comes back
-		if errors.Is(err, kafka.OffsetOutOfRange) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		bs := batchesOf(res.RecordSet)
-		return len(bs) > 0 && batchBase(bs[0]) == base, nil
-	}
-	lo, step := pos, int64(1) // lo is in the batch: the fetch at pos began with it
-	hi := lo + step
-	for {
-		ok, err := in(hi)
-		if err != nil {
-			return 0, err
-		}
-		if !ok {
-			break
-		}
-		lo, step = hi, step*2
-		hi = lo + step
-	}
-	for hi-lo > 1 { // lo is in the batch, hi is not
-		mid := lo + (hi-lo)/2
-		ok, err := in(mid)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return lo, nil
+	return msg
 }
 
 // abortedTxns follows the aborted transactions a read-committed fetch lists: a producer's
 // transactional batches are dropped from the transaction's first offset until its abort
 // marker.
 type abortedTxns struct {
-	list   []fetchAPI.ResponseTransaction
+	list   []kmsg.FetchResponseTopicPartitionAbortedTransaction
 	active map[int64]bool
 }
 
@@ -333,7 +233,7 @@ type abortedTxns struct {
 // transaction, and must not leave it open for the producer's next one.
 func (a *abortedTxns) begin(offset int64) {
 	// The list is not promised in order: take every entry that has begun.
-	a.list = slices.DeleteFunc(a.list, func(t fetchAPI.ResponseTransaction) bool {
+	a.list = slices.DeleteFunc(a.list, func(t kmsg.FetchResponseTopicPartitionAbortedTransaction) bool {
 		if t.FirstOffset > offset {
 			return false
 		}
@@ -343,12 +243,6 @@ func (a *abortedTxns) begin(offset int64) {
 		a.active[t.ProducerID] = true
 		return true
 	})
-}
-
-// drops reports whether b's records belong to an aborted transaction.
-func (a *abortedTxns) drops(b *protocol.RecordBatch) bool {
-	a.begin(b.BaseOffset)
-	return b.Attributes.Transactional() && a.active[b.ProducerID]
 }
 
 // end closes the producer's aborted transaction at its abort marker.

@@ -77,8 +77,7 @@ func TestReadsEveryBatchShape(t *testing.T) {
 			f.log.appendBatch(0, []fakeRec{f.set("tail", 9)}, 0)
 		}, want{limits: map[string]int64{"acme": 5, "c0": 0, "c5": 5, "gone": -1, "tail": 9}}},
 		{"batch starting before the log start", func(f *shapeFixture) {
-			f.log.appendBatch(0, []fakeRec{f.set("old1", 1), f.set("old2", 2), f.set("acme", 3), f.set("globex", 4)}, 0)
-			f.log.deleteRecords(0, 2)
+			f.log.appendBatchDeleting(0, []fakeRec{f.set("old1", 1), f.set("old2", 2), f.set("acme", 3), f.set("globex", 4)}, 2)
 		}, want{limits: map[string]int64{"old1": -1, "old2": -1, "acme": 3, "globex": 4}}},
 		{"transaction markers are skipped, not poison", func(f *shapeFixture) {
 			f.log.appendTxn(0, 42, []fakeRec{f.set("acme", 1)}, true)
