@@ -76,6 +76,7 @@ FUZZ_TARGETS := \
 	pkg/throttle:.:FuzzDecode \
 	pkg/throttle:.:FuzzFastDecodeMatchesGoavro \
 	pkg/throttle:.:FuzzRecordToRule \
+	pkg/throttle:.:FuzzBatchRecords \
 	pkg/throttle:./event:FuzzDecode \
 	pkg/throttle:./event:FuzzAppendMatchesEncodingJSON \
 	services/ingestion:./internal/server:FuzzParseEvents \
