@@ -52,21 +52,22 @@ func (r *fetchRequest) RawExchange(rw io.ReadWriter) (protocol.Message, error) {
 	if err := protocol.WriteRequest(rw, r.version, fetchCorrelation, r.clientID, r.Request); err != nil {
 		return nil, err
 	}
-	var head [8]byte // size, correlation id
+	var head [4]byte
 	if _, err := io.ReadFull(rw, head[:]); err != nil {
 		return nil, err
 	}
-	size := int32(binary.BigEndian.Uint32(head[:4]))
+	size := int32(binary.BigEndian.Uint32(head[:]))
 	if size < 4 || size > maxFetchResponse {
 		return nil, fmt.Errorf("fetch answer announces %d bytes: not a Kafka broker's answer", size)
 	}
-	if id := int32(binary.BigEndian.Uint32(head[4:])); id != fetchCorrelation {
-		return nil, fmt.Errorf("fetch answer has correlation id %d, want %d", id, fetchCorrelation)
-	}
-	body := make([]byte, size-4)
-	if _, err := io.ReadFull(rw, body); err != nil {
+	frame := make([]byte, size)
+	if _, err := io.ReadFull(rw, frame); err != nil {
 		return nil, err
 	}
+	if id := int32(binary.BigEndian.Uint32(frame)); id != fetchCorrelation {
+		return nil, fmt.Errorf("fetch answer has correlation id %d, want %d", id, fetchCorrelation)
+	}
+	body := frame[4:]
 	res := kmsg.NewPtrFetchResponse()
 	res.Version = r.version
 	if err := res.ReadFrom(body); err != nil {
