@@ -41,7 +41,8 @@ type Follower struct {
 // partition are applied in offset order. A returned error means "not now": the Follower
 // retries the same record with backoff and reads nothing further from that partition
 // until it succeeds. Records that can never be applied (poison) must be counted and
-// skipped by the function itself, returning nil.
+// skipped by the function itself, returning nil. msg's key, value and headers are never
+// overwritten, but they share the fetched answer's memory: copy what you keep for long.
 type ApplyFunc func(ctx context.Context, msg kafka.Message) error
 
 // Option configures a Follower or a Table. Options that only make sense for a Table are

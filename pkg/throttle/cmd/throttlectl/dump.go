@@ -169,12 +169,15 @@ func scanTopic(ctx context.Context, kc throttle.KafkaConfig, topic string, codec
 
 // readEntry copies a fetched record and decodes its value.
 func readEntry(ctx context.Context, topic string, m kafka.Message, codec *throttle.Codec) (entry, error) {
-	e := entry{Partition: m.Partition, Offset: m.Offset, Time: m.Time, Headers: slices.Clone(m.Headers), Key: m.Key}
+	e := entry{Partition: m.Partition, Offset: m.Offset, Time: m.Time, Key: slices.Clone(m.Key)}
+	for _, h := range m.Headers {
+		e.Headers = append(e.Headers, kafka.Header{Key: h.Key, Value: slices.Clone(h.Value)})
+	}
 	if m.Value == nil {
 		e.Tombstone = true
 		return e, nil
 	}
-	e.Value = m.Value // an empty, non-nil value is not a tombstone
+	e.Value = slices.Clone(m.Value) // an empty, non-nil value is not a tombstone: Clone keeps it so
 	rec, err := decode(ctx, codec, e.Value)
 	if err != nil {
 		if reason := throttle.PoisonReason(err); reason != "" {
