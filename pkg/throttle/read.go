@@ -191,8 +191,8 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, lo
 				return err
 			}
 		}
-		// Every record of the batch's range is applied: the offsets left up to its end
-		// hold none (compaction removed them, or the batch is a marker).
+		// Every record of the batch was applied, or is a marker or aborted: the offsets
+		// left up to the batch's last hold no record (compaction removed them).
 		pos = max(pos, b.Last+1)
 		f.advance(p, pos)
 	}
