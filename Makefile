@@ -72,6 +72,9 @@ bench-kafka: kafka
 ## fuzz: every fuzz target for FUZZTIME each (default 1m; CI runs them for 10s each).
 ## Targets: module directory, package, name.
 FUZZTIME ?= 1m
+# Go minimizes every input that finds new code for up to a minute by default, and does not
+# fuzz meanwhile: a short run would spend its time minimizing.
+FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := \
 	pkg/throttle:.:FuzzDecode \
 	pkg/throttle:.:FuzzFastDecodeMatchesGoavro \
@@ -85,7 +88,7 @@ FUZZ_TARGETS := \
 fuzz:
 	@for t in $(FUZZ_TARGETS); do m=$${t%%:*}; rest=$${t#*:}; p=$${rest%%:*}; f=$${rest#*:}; \
 		echo "== fuzz $$m $$p $$f for $(FUZZTIME)"; \
-		(cd $$m && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$p) || exit 1; done
+		(cd $$m && $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$p) || exit 1; done
 
 ## run: the whole suite locally on an embedded broker and registry.
 ## ARGS=-infra-only starts only the broker and registry; ARGS=-demo drives traffic.

@@ -119,6 +119,10 @@ func Decode(b []byte) (Event, error) {
 		if err := json.Unmarshal(b, &e); err != nil {
 			return e, fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
+		// encoding/json keeps a payload's invalid UTF-8 as it is; Encode would refuse it.
+		if len(e.Payload) > 0 && !jsontext.Value(e.Payload).IsValid() {
+			return e, fmt.Errorf("%w: payload is not valid JSON", ErrMalformed)
+		}
 	}
 	if err := throttle.ValidateCustomer(e.Customer); err != nil {
 		return e, fmt.Errorf("%w: %w", ErrMalformed, err)

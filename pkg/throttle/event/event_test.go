@@ -31,6 +31,8 @@ func TestDecodeMalformed(t *testing.T) {
 		"no customer":      `{"ingested_at":"2026-01-01T00:00:00Z"}`,
 		"control customer": `{"customer":"a\u0001","ingested_at":"2026-01-01T00:00:00Z"}`,
 		"no time":          `{"customer":"acme"}`,
+		// encoding/json reads it (the field names differ in case); Encode would refuse it.
+		"payload with invalid UTF-8": "{\"Customer\":\"0\",\"Payload\":{\"\xd0\":1},\"ingested_at\":\"2026-01-01T00:00:00Z\"}",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Decode([]byte(v)); !errors.Is(err, ErrMalformed) {
