@@ -57,16 +57,16 @@ func (r *partReader) reset() {
 	r.tr = r.kc.Transport()
 }
 
-// fetch asks the partition's leader for the batches at offset. minBytes 0 answers at
-// once; 1 waits up to maxWait for a record.
-func (r *partReader) fetch(ctx context.Context, offset int64, minBytes, maxBytes int32, maxWait time.Duration) (*fetched, error) {
+// fetch asks the partition's leader for the batches at offset, waiting up to maxWait for
+// a record when there is none yet.
+func (r *partReader) fetch(ctx context.Context, offset int64, maxWait time.Duration) (*fetched, error) {
 	ctx, cancel := context.WithTimeout(ctx, maxWait+10*time.Second)
 	defer cancel()
 	m, err := r.tr.RoundTrip(ctx, r.kc.addr(), &fetchRequest{clientID: r.kc.clientID(), Request: &fetchAPI.Request{
 		ReplicaID:      -1,
 		MaxWaitTime:    int32(maxWait / time.Millisecond),
-		MinBytes:       minBytes,
-		MaxBytes:       maxBytes,
+		MinBytes:       1,
+		MaxBytes:       fetchMaxBytes,
 		IsolationLevel: isolationReadCommitted,
 		SessionID:      -1,
 		SessionEpoch:   -1,
@@ -74,7 +74,7 @@ func (r *partReader) fetch(ctx context.Context, offset int64, minBytes, maxBytes
 			Topic: r.topic,
 			Partitions: []fetchAPI.RequestPartition{{
 				Partition: int32(r.part), CurrentLeaderEpoch: -1, FetchOffset: offset,
-				LogStartOffset: -1, PartitionMaxBytes: maxBytes,
+				LogStartOffset: -1, PartitionMaxBytes: fetchMaxBytes,
 			}},
 		}},
 	}})
@@ -147,7 +147,7 @@ func isLeaderError(err error) bool {
 // as the invariant at the top of this file allows.
 func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, log *zap.Logger) error {
 	pos := p.position.Load()
-	res, err := r.fetch(ctx, pos, 1, fetchMaxBytes, f.cfg.maxWait)
+	res, err := r.fetch(ctx, pos, f.cfg.maxWait)
 	if err != nil {
 		return err
 	}
