@@ -32,17 +32,27 @@ vet:
 check-modules:
 	@for m in $(MODULES); do echo "== GOWORK=off $$m"; (cd $$m && GOWORK=off $(GO) build -o /dev/null ./... && GOWORK=off $(GO) vet ./...) || exit 1; done
 
-## kafka: Apache Kafka's jars (KAFKA_VERSION, default 4.4.0; 3.9.2 for the 3.9 line) and
-## their runtime dependencies from Maven Central into .kafka/<version>/libs (git-ignored).
-## Skipped when they are there already.
+## kafka: Apache Kafka's jars (KAFKA_VERSION, default 4.4.0; 3.9.2 for the 3.9 line) into
+## .kafka/<version>/libs (git-ignored): copied from KAFKA_JARS when it is set (a Kafka
+## distribution's libs/, or any folder of the same jars; checked against a SHA256SUMS beside
+## it when there is one), else fetched with their runtime dependencies from Maven Central.
+## Skipped when they are there already. The source is never written to: the tests leave
+## their class-data archives and storage templates beside the copy.
 KAFKA_VERSION ?= 4.4.0
+KAFKA_JARS ?=
 KAFKA_LIBS := $(CURDIR)/.kafka/$(KAFKA_VERSION)/libs
 kafka: $(KAFKA_LIBS)/.complete
 
 $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
-	@command -v mvn >/dev/null || { echo "make kafka needs Maven (and Java 17 to run Kafka)"; exit 1; }
 	@rm -rf $(KAFKA_LIBS).tmp
+ifneq ($(KAFKA_JARS),)
+	@test -f "$(KAFKA_JARS)/kafka_2.13-$(KAFKA_VERSION).jar" || { echo "make kafka: $(KAFKA_JARS) has no kafka_2.13-$(KAFKA_VERSION).jar (KAFKA_VERSION=$(KAFKA_VERSION))"; exit 1; }
+	@if [ -f "$(KAFKA_JARS)/../SHA256SUMS" ]; then (cd "$(KAFKA_JARS)" && sha256sum --quiet -c ../SHA256SUMS) || { echo "make kafka: $(KAFKA_JARS) does not match its SHA256SUMS"; exit 1; }; fi
+	mkdir -p $(KAFKA_LIBS).tmp && cp "$(KAFKA_JARS)"/*.jar $(KAFKA_LIBS).tmp/
+else
+	@command -v mvn >/dev/null || { echo "make kafka needs Maven (and Java 17 to run Kafka), or KAFKA_JARS=<a folder of Kafka's jars>"; exit 1; }
 	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies -Dkafka.version=$(KAFKA_VERSION) -DoutputDirectory=$(KAFKA_LIBS).tmp
+endif
 	@# New jars void the class-data archives the tests made from the old ones.
 	@rm -rf $(KAFKA_LIBS) $(dir $(KAFKA_LIBS))classes-*.jsa && mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS) && touch $@
 

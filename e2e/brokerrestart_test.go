@@ -11,7 +11,8 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
-// TestBrokerRestart: the broker stops and starts again (same container, its log kept).
+// TestBrokerRestart: every broker stops and starts again (same containers, their logs
+// kept), so that Kafka is away altogether for a while.
 // Meanwhile ingestion keeps enforcing the throttles it knew; afterwards every service
 // reconnects by itself, no throttle is lost, and new throttles flow again.
 func TestBrokerRestart(t *testing.T) {
@@ -90,18 +91,19 @@ func TestBrokerRestart(t *testing.T) {
 	defer stopLoad()
 
 	time.Sleep(time.Second)
+	// Every broker of the cluster at once: Kafka is away altogether.
 	stopAt := time.Now()
-	if err := s.stop(ctx, s.kafka, 10*time.Second); err != nil {
+	if err := s.eachBroker(func(b *node) error { return s.stop(ctx, b, 10*time.Second) }); err != nil {
 		t.Fatal(err)
 	}
 	stoppedAt := time.Now()
 	time.Sleep(3 * time.Second)
 	startAt := time.Now()
-	if err := s.start(ctx, s.kafka); err != nil {
+	if err := s.eachBroker(func(b *node) error { return s.start(ctx, b) }); err != nil {
 		t.Fatal(err)
 	}
 	startedAt := time.Now()
-	report(t, "broker stopped in %s, down %s, started in %s", round(stoppedAt.Sub(stopAt)), round(startAt.Sub(stoppedAt)), round(startedAt.Sub(startAt)))
+	report(t, "%d broker(s) stopped in %s, down %s, started in %s", len(s.brokers), round(stoppedAt.Sub(stopAt)), round(startAt.Sub(stoppedAt)), round(startedAt.Sub(startAt)))
 
 	// Reconnection: processing publishes again, and both replicas read it.
 	after := uniq("brk-after")

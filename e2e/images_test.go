@@ -215,6 +215,7 @@ func buildAll(ctx context.Context) (images, error) {
 		{"processing", "services/processing"},
 		{"local", "deploy/local"},
 		{"probe", "e2e/cmd/probe"},
+		{"kafkatools", "e2e/cmd/kafkatools"},
 	} {
 		out, err := filepath.Abs(filepath.Join(bin, b.name))
 		if err != nil {
@@ -253,9 +254,58 @@ func buildAll(ctx context.Context) (images, error) {
 		built.tags = append(built.tags, tag)
 	}
 
-	img.kafka, img.fakeKafka = chooseImage(ctx, p, "E2E_KAFKA_IMAGE", defaultKafkaImage, img.infra)
-	img.registry, img.fakeRegistry = chooseImage(ctx, p, "E2E_REGISTRY_IMAGE", defaultRegistryImage, img.infra)
+	var pulled bool
+	img.kafka, pulled, img.fakeKafka = chooseImage(ctx, p, "E2E_KAFKA_IMAGE", defaultKafkaImage, img.infra)
+	if !pulled && !img.fakeKafka && os.Getenv("E2E_KAFKA_IMAGE") == "" {
+		// No registry: real Kafka all the same, in an image built here.
+		if img.kafka, err = buildKafkaImage(ctx, filepath.Join(bin, "kafkatools")); err != nil {
+			return img, err
+		}
+	}
+	var regPulled bool
+	img.registry, regPulled, img.fakeRegistry = chooseImage(ctx, p, "E2E_REGISTRY_IMAGE", defaultRegistryImage, img.infra)
+	if !regPulled && !img.fakeRegistry && os.Getenv("E2E_REGISTRY_IMAGE") == "" {
+		// Without Confluent's image, the registry is deploy/local's (schemas kept in the
+		// broker's _schemas topic, compatibility checked): the one that can be had here.
+		img.registry, img.fakeRegistry = img.infra, true
+	}
 	return img, nil
+}
+
+// buildKafkaImage builds deploy/kafka/image (a Debian base made with debootstrap, plus
+// Kafka's jars) with its script, which reuses an image whose inputs are unchanged, and
+// returns its tag. The jars are SLUICE_KAFKA_LIBS, else make kafka's copy.
+func buildKafkaImage(ctx context.Context, tools string) (string, error) {
+	jars := os.Getenv("SLUICE_KAFKA_LIBS")
+	if jars == "" {
+		version := os.Getenv("KAFKA_VERSION")
+		if version == "" {
+			version = "4.4.0"
+		}
+		jars = filepath.Join(repoRoot, ".kafka", version, "libs")
+	}
+	if _, err := os.Stat(filepath.Join(jars, ".complete")); err != nil && os.Getenv("SLUICE_KAFKA_LIBS") == "" {
+		return "", fmt.Errorf("%s cannot be pulled, and the Kafka image built here needs Kafka's jars in %s: run make kafka (KAFKA_JARS=<a folder of Kafka's jars> where Maven cannot reach its repository), or set E2E_KAFKA_IMAGE", defaultKafkaImage, jars)
+	}
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot, "deploy", "kafka", "image", "build.sh"), jars, tools)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("build the Kafka image: %w\n%s", err, stderr.String())
+	}
+	tag := strings.TrimSpace(string(out))
+	record("images", "%s ready in %s (%s)", tag, since(start), strings.TrimSpace(lastLine(stderr.String())))
+	return tag, nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }
 
 // buildImage builds dockerfile with binary as the BINARY build argument, from a context
@@ -304,18 +354,19 @@ func buildImage(ctx context.Context, p *testcontainers.DockerProvider, dockerfil
 }
 
 // chooseImage picks the broker's or the registry's image: the one named by env, the
-// fake one for "fake", else def when it is present or can be pulled, else the fake.
-func chooseImage(ctx context.Context, p *testcontainers.DockerProvider, env, def, fake string) (string, bool) {
+// fake one for "fake", else def when it is present or can be pulled (pulled true). When
+// def cannot be had it returns def, false, false and the caller decides.
+func chooseImage(ctx context.Context, p *testcontainers.DockerProvider, env, def, fake string) (image string, pulled, isFake bool) {
 	switch v := os.Getenv(env); v {
 	case fakeImage:
-		return fake, true
+		return fake, false, true
 	case "":
 	default:
-		return v, false
+		return v, false, false
 	}
 	cli := p.Client()
 	if _, err := cli.ImageInspect(ctx, def); err == nil {
-		return def, false
+		return def, true, false
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
@@ -328,10 +379,10 @@ func chooseImage(ctx context.Context, p *testcontainers.DockerProvider, env, def
 		}
 	}
 	if err != nil {
-		record("images", "%s cannot be pulled (%v): using the fake one from deploy/local", def, firstLine(err))
-		return fake, true
+		record("images", "%s cannot be pulled (%v)", def, firstLine(err))
+		return def, false, false
 	}
-	return def, false
+	return def, true, false
 }
 
 func firstLine(err error) string {

@@ -42,39 +42,63 @@ const (
 	compactEvery = time.Second
 )
 
+// kafkaEnv is how every service of the stack reaches Kafka and creates its topics: on a
+// cluster of three, replication factor 3 and min.insync.replicas 2, as in production.
+func (s *stack) kafkaEnv() map[string]string {
+	rf, isr := "1", "1"
+	if len(s.brokers) >= 3 {
+		rf, isr = "3", "2"
+	}
+	return map[string]string{
+		"KAFKA_BROKERS":             s.bootstrap(),
+		"TOPIC_REPLICATION_FACTOR":  rf,
+		"TOPIC_MIN_INSYNC_REPLICAS": isr,
+	}
+}
+
+// bootstrap is the brokers' addresses inside the network.
+func (s *stack) bootstrap() string {
+	addrs := make([]string, len(s.brokers))
+	for i, b := range s.brokers {
+		addrs[i] = b.name + ":" + kafkaPort
+	}
+	return strings.Join(addrs, ",")
+}
+
+func withEnv(base map[string]string, more map[string]string) map[string]string {
+	for k, v := range more {
+		base[k] = v
+	}
+	return base
+}
+
 func processingEnv(token string) map[string]string {
 	return map[string]string{
-		"KAFKA_BROKERS":             "kafka:" + kafkaPort,
-		"SCHEMA_REGISTRY_URL":       "http://registry:8081",
-		"TOPIC_REPLICATION_FACTOR":  "1",
-		"TOPIC_MIN_INSYNC_REPLICAS": "1",
-		"EVENTS_TOPIC_PARTITIONS":   "3",
-		"ADMIN_ADDR":                ":8090",
-		"ADMIN_TOKEN":               token,
-		"INSTANCE_ID":               "processing-1",
-		"SHARE_WINDOW":              "10s",
-		"SHARE_THRESHOLD":           "0.5",
-		"MIN_EVENTS":                "100",
-		"THROTTLE_LIMIT":            fmt.Sprint(autoLimit),
-		"THROTTLE_WINDOW":           autoWindow.String(),
-		"THROTTLE_DURATION":         autoDuration.String(),
-		"RENEW_MARGIN":              "15s",
-		"SWEEP_GRACE":               sweepGrace.String(),
-		"COMMIT_INTERVAL":           "500ms",
-		"SHUTDOWN_TIMEOUT":          "5s",
-		"LOG_LEVEL":                 "info",
+		"SCHEMA_REGISTRY_URL":     "http://registry:8081",
+		"EVENTS_TOPIC_PARTITIONS": "3",
+		"ADMIN_ADDR":              ":8090",
+		"ADMIN_TOKEN":             token,
+		"INSTANCE_ID":             "processing-1",
+		"SHARE_WINDOW":            "10s",
+		"SHARE_THRESHOLD":         "0.5",
+		"MIN_EVENTS":              "100",
+		"THROTTLE_LIMIT":          fmt.Sprint(autoLimit),
+		"THROTTLE_WINDOW":         autoWindow.String(),
+		"THROTTLE_DURATION":       autoDuration.String(),
+		"RENEW_MARGIN":            "15s",
+		"SWEEP_GRACE":             sweepGrace.String(),
+		"COMMIT_INTERVAL":         "500ms",
+		"SHUTDOWN_TIMEOUT":        "5s",
+		"LOG_LEVEL":               "info",
 	}
 }
 
 func ingestionEnv(replica string) map[string]string {
 	return map[string]string{
-		"KAFKA_BROKERS":             "kafka:" + kafkaPort,
-		"SCHEMA_REGISTRY_URL":       "http://registry:8081",
-		"TOPIC_REPLICATION_FACTOR":  "1",
-		"TOPIC_MIN_INSYNC_REPLICAS": "1",
-		"EVENTS_TOPIC_PARTITIONS":   "3",
-		"HTTP_ADDR":                 ":8080",
-		"REPLICA_ID":                replica,
+		"SCHEMA_REGISTRY_URL":     "http://registry:8081",
+		"EVENTS_TOPIC_PARTITIONS": "3",
+		"HTTP_ADDR":               ":8080",
+		"REPLICA_ID":              replica,
 		// Requests wait this long for Kafka before a 503: short, so that a scenario
 		// with the broker away does not wait on them.
 		"WRITE_TIMEOUT":    "3s",
@@ -120,7 +144,10 @@ type stack struct {
 	net   *testcontainers.DockerNetwork
 	token string
 
-	kafka, registry, probe, processing *node
+	// brokers are kafka-1, kafka-2 and kafka-3 of a real cluster, or the fake broker
+	// (alias kafka) alone.
+	brokers                     []*node
+	registry, probe, processing *node
 
 	mu        sync.Mutex
 	ingestion []*node // the replicas in service
@@ -148,7 +175,7 @@ func startStack(ctx context.Context, name string) (_ *stack, err error) {
 		}
 	}()
 
-	if s.kafka, err = s.startKafka(ctx); err != nil {
+	if s.brokers, err = s.startKafka(ctx); err != nil {
 		return nil, err
 	}
 	var wg sync.WaitGroup
@@ -205,39 +232,96 @@ func (s *stack) run(ctx context.Context, alias, port, readyLog string, req testc
 	return n, nil
 }
 
-func (s *stack) startKafka(ctx context.Context) (*node, error) {
+// kafkaReady is the line a Kafka node prints once it serves, in the official image and
+// in deploy/kafka/image alike.
+const kafkaReady = "Kafka Server started"
+
+func (s *stack) startKafka(ctx context.Context) ([]*node, error) {
 	if s.img.fakeKafka {
 		const ready = "Kafka broker listening"
-		return s.run(ctx, "kafka", "", ready, testcontainers.ContainerRequest{
+		n, err := s.run(ctx, "kafka", "", ready, testcontainers.ContainerRequest{
 			Image: s.img.kafka,
 			Cmd: []string{"-mode", "broker", "-host", "0.0.0.0", "-advertised-host", "kafka",
 				"-kafka-port", kafkaPort, "-compact-every", compactEvery.String()},
 			WaitingFor: wait.ForLog(ready).WithStartupTimeout(time.Minute),
 		})
+		return []*node{n}, err
 	}
-	// apache/kafka in KRaft mode, one node, configured as docker-compose.yml does. Its
-	// log lives in the container (the image's default log directory), so it survives a
-	// stop and a start of the same container.
-	const ready = "Kafka Server started"
-	return s.run(ctx, "kafka", "", ready, testcontainers.ContainerRequest{
-		Image: s.img.kafka,
-		Env: map[string]string{
-			"CLUSTER_ID":                                     "FmUWFi27TnuoopFwNDU26w",
-			"KAFKA_NODE_ID":                                  "1",
-			"KAFKA_PROCESS_ROLES":                            "broker,controller",
-			"KAFKA_LISTENERS":                                "PLAINTEXT://:9092,CONTROLLER://:9093",
-			"KAFKA_ADVERTISED_LISTENERS":                     "PLAINTEXT://kafka:9092",
-			"KAFKA_CONTROLLER_LISTENER_NAMES":                "CONTROLLER",
-			"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":           "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-			"KAFKA_CONTROLLER_QUORUM_VOTERS":                 "1@localhost:9093",
-			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":         "1",
-			"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-			"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "1",
-			"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":         "0",
-			"KAFKA_LOG_CLEANER_BACKOFF_MS":                   fmt.Sprint(compactEvery.Milliseconds()),
-		},
-		WaitingFor: wait.ForLog(ready).WithStartupTimeout(3 * time.Minute),
-	})
+	// Three KRaft nodes, each broker and controller, configured through KAFKA_*
+	// variables as the official image documents. Their logs live in the containers, so
+	// they survive a stop and a start of the same container. They start together: none
+	// is ready before a quorum is.
+	const nodes = 3
+	voters := make([]string, nodes)
+	for i := range voters {
+		voters[i] = fmt.Sprintf("%d@kafka-%d:9093", i+1, i+1)
+	}
+	brokers := make([]*node, nodes)
+	errs := make([]error, nodes)
+	var wg sync.WaitGroup
+	for i := range brokers {
+		alias := fmt.Sprintf("kafka-%d", i+1)
+		wg.Go(func() {
+			brokers[i], errs[i] = s.run(ctx, alias, "", kafkaReady, testcontainers.ContainerRequest{
+				Image:      s.img.kafka,
+				Env:        kafkaNodeEnv(i+1, alias, strings.Join(voters, ",")),
+				WaitingFor: wait.ForLog(kafkaReady).WithStartupTimeout(3 * time.Minute),
+			})
+		})
+	}
+	wg.Wait()
+	return brokers, errors.Join(errs...)
+}
+
+// kafkaNodeEnv configures node id of a three-node cluster: replication factor 3 and
+// min.insync.replicas 2 for every topic, the internal ones included; a lost node fenced
+// within seconds; the log cleaner waking every compactEvery, so that compaction is seen
+// within a scenario; small heaps, since three JVMs share the machine with the services.
+func kafkaNodeEnv(id int, alias, voters string) map[string]string {
+	return map[string]string{
+		"CLUSTER_ID":                                         "FmUWFi27TnuoopFwNDU26w",
+		"KAFKA_NODE_ID":                                      fmt.Sprint(id),
+		"KAFKA_PROCESS_ROLES":                                "broker,controller",
+		"KAFKA_LISTENERS":                                    "PLAINTEXT://:9092,CONTROLLER://:9093",
+		"KAFKA_ADVERTISED_LISTENERS":                         "PLAINTEXT://" + alias + ":9092",
+		"KAFKA_CONTROLLER_LISTENER_NAMES":                    "CONTROLLER",
+		"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":               "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+		"KAFKA_CONTROLLER_QUORUM_VOTERS":                     voters,
+		"KAFKA_INTER_BROKER_LISTENER_NAME":                   "PLAINTEXT",
+		"KAFKA_LOG_DIRS":                                     "/var/lib/kafka/data",
+		"KAFKA_DEFAULT_REPLICATION_FACTOR":                   "3",
+		"KAFKA_MIN_INSYNC_REPLICAS":                          "2",
+		"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":             "3",
+		"KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS":                 "5",
+		"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR":     "3",
+		"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":                "2",
+		"KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS":         "5",
+		"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_NUM_PARTITIONS": "5",
+		"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                    "false",
+		"KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE":               "false",
+		"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":             "0",
+		"KAFKA_BROKER_HEARTBEAT_INTERVAL_MS":                 "500",
+		"KAFKA_BROKER_SESSION_TIMEOUT_MS":                    "4000",
+		"KAFKA_REPLICA_LAG_TIME_MAX_MS":                      "10000",
+		"KAFKA_LOG_CLEANER_BACKOFF_MS":                       fmt.Sprint(compactEvery.Milliseconds()),
+		"KAFKA_LOG_INITIAL_TASK_DELAY_MS":                    "0",
+		"KAFKA_NUM_NETWORK_THREADS":                          "2",
+		"KAFKA_NUM_IO_THREADS":                               "2",
+		"KAFKA_BACKGROUND_THREADS":                           "2",
+		"KAFKA_LOG4J_ROOT_LOGLEVEL":                          "INFO",
+		"KAFKA_HEAP_OPTS":                                    "-Xms64m -Xmx384m",
+		// One GC thread and the quick compiler: startup, not peak throughput, is what
+		// the scenarios wait for.
+		"KAFKA_JVM_PERFORMANCE_OPTS": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+	}
+}
+
+// broker returns the node of broker id.
+func (s *stack) broker(id int) *node {
+	if len(s.brokers) == 1 {
+		return s.brokers[0]
+	}
+	return s.brokers[id-1]
 }
 
 func (s *stack) startRegistry(ctx context.Context) (*node, error) {
@@ -245,7 +329,7 @@ func (s *stack) startRegistry(ctx context.Context) (*node, error) {
 	if s.img.fakeRegistry {
 		return s.run(ctx, "registry", registryPort, "Schema Registry listening", testcontainers.ContainerRequest{
 			Image:      s.img.registry,
-			Cmd:        []string{"-mode", "registry", "-host", "0.0.0.0", "-registry-port", "8081", "-kafka", "kafka:" + kafkaPort},
+			Cmd:        []string{"-mode", "registry", "-host", "0.0.0.0", "-registry-port", "8081", "-kafka", s.bootstrap()},
 			WaitingFor: wf,
 		})
 	}
@@ -254,7 +338,7 @@ func (s *stack) startRegistry(ctx context.Context) (*node, error) {
 		Env: map[string]string{
 			"SCHEMA_REGISTRY_HOST_NAME":                    "registry",
 			"SCHEMA_REGISTRY_LISTENERS":                    "http://0.0.0.0:8081",
-			"SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS": "PLAINTEXT://kafka:9092",
+			"SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS": s.bootstrap(),
 		},
 		WaitingFor: wf,
 	})
@@ -263,7 +347,7 @@ func (s *stack) startRegistry(ctx context.Context) (*node, error) {
 func (s *stack) startProbe(ctx context.Context) (*node, error) {
 	return s.run(ctx, "probe", probePort, "probe listening", testcontainers.ContainerRequest{
 		Image:      s.img.probe,
-		Env:        map[string]string{"KAFKA_BROKERS": "kafka:" + kafkaPort, "PROBE_ADDR": ":8099"},
+		Env:        map[string]string{"KAFKA_BROKERS": s.bootstrap(), "PROBE_ADDR": ":8099"},
 		WaitingFor: wait.ForHTTP("/healthz").WithPort(probePort).WithStartupTimeout(time.Minute),
 	})
 }
@@ -271,7 +355,7 @@ func (s *stack) startProbe(ctx context.Context) (*node, error) {
 func (s *stack) startProcessing(ctx context.Context) (*node, error) {
 	return s.run(ctx, "processing", processingPort, "consuming", testcontainers.ContainerRequest{
 		Image: s.img.processing,
-		Env:   processingEnv(s.token),
+		Env:   withEnv(processingEnv(s.token), s.kafkaEnv()),
 		WaitingFor: wait.ForHTTP("/readyz").WithPort(processingPort).
 			WithPollInterval(50 * time.Millisecond).WithStartupTimeout(2 * time.Minute),
 	})
@@ -304,7 +388,7 @@ func (s *stack) startIngestion(ctx context.Context, w waitFor) (*node, error) {
 	}
 	return s.run(ctx, name, ingestionPort, serving, testcontainers.ContainerRequest{
 		Image:      s.img.ingestion,
-		Env:        ingestionEnv(name),
+		Env:        withEnv(ingestionEnv(name), s.kafkaEnv()),
 		WaitingFor: wf,
 	})
 }
@@ -483,4 +567,15 @@ func newStack(t *testing.T, name string) *stack {
 	s.logsOnFailure(t)
 	t.Logf("stack %s started in %s", name, since(start))
 	return s
+}
+
+// eachBroker runs f on every broker at once.
+func (s *stack) eachBroker(f func(*node) error) error {
+	errs := make([]error, len(s.brokers))
+	var wg sync.WaitGroup
+	for i, b := range s.brokers {
+		wg.Go(func() { errs[i] = f(b) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

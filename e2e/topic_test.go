@@ -54,6 +54,9 @@ type topicDump struct {
 		Partition int   `json:"partition"`
 		Start     int64 `json:"start"`
 		End       int64 `json:"end"`
+		Leader    int   `json:"leader"`
+		Replicas  []int `json:"replicas"`
+		ISR       []int `json:"isr"`
 	} `json:"partitions"`
 	Records []probeRecord `json:"records"`
 }

@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	pport := fs.Int("processing-port", processingPort, "the processing service's admin port")
 	iport1 := fs.Int("ingestion-port", ingestionPort1, "the first ingestion replica's port")
 	iport2 := fs.Int("ingestion-port-2", ingestionPort2, "the second ingestion replica's port")
-	kafkaAddr := fs.String("kafka", "", "the broker -mode registry keeps its schemas in (host:port; required with -mode registry)")
+	kafkaAddr := fs.String("kafka", "", "the brokers -mode registry keeps its schemas in (host:port[,host:port...]; required with -mode registry)")
 	compactEvery := fs.Duration("compact-every", time.Minute, "how often the broker compacts compacted topics (kfake's log.cleaner.backoff.ms), as a real broker's cleaner would from time to time")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -350,7 +350,7 @@ func openRegistry(ctx context.Context, out io.Writer, kafkaAddr string) (*regist
 	var last time.Time
 	for {
 		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		reg, err := registry.New(actx, registry.WithBrokers(kafkaAddr))
+		reg, err := registry.New(actx, registry.WithBrokers(strings.Split(kafkaAddr, ",")...))
 		cancel()
 		if err == nil {
 			return reg, nil

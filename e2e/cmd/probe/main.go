@@ -61,6 +61,10 @@ type Partition struct {
 	Partition int   `json:"partition"`
 	Start     int64 `json:"start"` // the log start offset (moves with compaction on kfake)
 	End       int64 `json:"end"`   // the next offset to be written
+	// Leader, Replicas and ISR are broker ids from the metadata the dump began with.
+	Leader   int   `json:"leader"`
+	Replicas []int `json:"replicas"`
+	ISR      []int `json:"isr"`
 }
 
 // Dump is a whole topic.
@@ -216,7 +220,13 @@ func (p *probe) dump(ctx context.Context, topic string) (Dump, error) {
 		if po.Error != nil {
 			return Dump{}, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
 		}
-		d.Partitions = append(d.Partitions, Partition{Partition: po.Partition, Start: po.FirstOffset, End: po.LastOffset})
+		part := Partition{Partition: po.Partition, Start: po.FirstOffset, End: po.LastOffset}
+		for _, mp := range meta.Topics[0].Partitions {
+			if mp.ID == po.Partition {
+				part.Leader, part.Replicas, part.ISR = mp.Leader.ID, brokerIDs(mp.Replicas), brokerIDs(mp.Isr)
+			}
+		}
+		d.Partitions = append(d.Partitions, part)
 	}
 	sort.Slice(d.Partitions, func(i, j int) bool { return d.Partitions[i].Partition < d.Partitions[j].Partition })
 	for _, part := range d.Partitions {
@@ -236,7 +246,14 @@ func (p *probe) readPartition(ctx context.Context, topic string, part Partition)
 		return nil, nil
 	}
 	d := &kafka.Dialer{Timeout: 5 * time.Second}
-	conn, err := d.DialLeader(ctx, "tcp", p.brokers[0], topic, part.Partition)
+	// Through whichever broker answers: on a cluster, one may be down.
+	var conn *kafka.Conn
+	var err error
+	for _, b := range p.brokers {
+		if conn, err = d.DialLeader(ctx, "tcp", b, topic, part.Partition); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial leader of %s/%d: %w", topic, part.Partition, err)
 	}
@@ -281,6 +298,14 @@ func (p *probe) readPartition(ctx context.Context, topic string, part Partition)
 		stalls = 0
 	}
 	return out, nil
+}
+
+func brokerIDs(bs []kafka.Broker) []int {
+	ids := make([]int, len(bs))
+	for i, b := range bs {
+		ids[i] = b.ID
+	}
+	return ids
 }
 
 // produce writes recs synchronously with acks=all, each to the partition it names or,
