@@ -11,8 +11,11 @@ all: build
 build:
 	@for m in $(MODULES); do (cd $$m && $(GO) build -o /dev/null ./...) || exit 1; done
 
-## test: the whole suite with the race detector, every module.
+## test: the whole suite with the race detector, every module. Where a Docker engine
+## answers, the e2e suite runs on real Kafka in containers, whose image is built from
+## make kafka's jars.
 test: vet
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory kafka; fi
 	@rm -f e2e/.build/summary.txt
 	@# go test hides a passing package's output: after e2e, show what its scenarios measured.
 	@for m in $(MODULES); do echo "== $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || exit 1; \
@@ -39,7 +42,9 @@ check-modules:
 ## Skipped when they are there already. The source is never written to: the tests leave
 ## their class-data archives and storage templates beside the copy.
 KAFKA_VERSION ?= 4.4.0
-KAFKA_JARS ?=
+# Where a folder of the jars sits beside the repository (as on the project's machines,
+# which reach no Maven repository), it is the default.
+KAFKA_JARS ?= $(firstword $(wildcard $(CURDIR)/../shared/kafka/$(KAFKA_VERSION)/libs))
 KAFKA_LIBS := $(CURDIR)/.kafka/$(KAFKA_VERSION)/libs
 kafka: $(KAFKA_LIBS)/.complete
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,50 +44,10 @@ func TestBrokerRestart(t *testing.T) {
 		}
 	}
 
-	// Traffic all along: the throttled customer at 20 events/s, a bystander at 4/s, and
-	// a readiness probe of each replica.
-	type sample struct {
-		at      time.Time
-		replica int
-		what    string // "throttled", "bystander" or "readyz"
-		status  int
-	}
-	var (
-		mu      sync.Mutex
-		samples []sample
-	)
-	load, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	every := func(d time.Duration, what string, f func(ctx context.Context, base string) int) {
-		wg.Go(func() {
-			tick := time.NewTicker(d)
-			defer tick.Stop()
-			for i := 0; ; i++ {
-				select {
-				case <-load.Done():
-					return
-				case <-tick.C:
-				}
-				r := i % len(bases)
-				// A request may wait up to WRITE_TIMEOUT while the broker is away: do
-				// not let one slow answer hold up the next.
-				wg.Go(func() {
-					status := f(load, bases[r])
-					if load.Err() != nil {
-						return
-					}
-					mu.Lock()
-					samples = append(samples, sample{time.Now(), r, what, status})
-					mu.Unlock()
-				})
-			}
-		})
-	}
-	every(50*time.Millisecond, "throttled", func(ctx context.Context, b string) int { return postEvent(ctx, b, throttled) })
-	every(250*time.Millisecond, "bystander", func(ctx context.Context, b string) int { return postEvent(ctx, b, bystander) })
-	every(100*time.Millisecond, "readyz", readyz)
-	defer wg.Wait()
-	defer stopLoad()
+	// Traffic all along: the throttled customer, a bystander, and a readiness probe of
+	// each replica.
+	tr := startTraffic(bases, throttled, bystander)
+	defer tr.halt()
 
 	time.Sleep(time.Second)
 	// Every broker of the cluster at once: Kafka is away altogether.
@@ -127,31 +86,11 @@ func TestBrokerRestart(t *testing.T) {
 		report(t, "replica %d accepts events again %s after the broker started", i+1, round(time.Since(startAt)))
 	}
 	time.Sleep(500 * time.Millisecond)
-	stopLoad()
-	wg.Wait()
+	tr.halt()
 
 	// Enforcement throughout: the throttled customer was refused every time, while the
 	// broker was away too; never accepted, never a 5xx.
-	mu.Lock()
-	counts := map[string]map[int]int{}
-	down := map[string]map[int]int{}
-	for _, smp := range samples {
-		if counts[smp.what] == nil {
-			counts[smp.what], down[smp.what] = map[int]int{}, map[int]int{}
-		}
-		counts[smp.what][smp.status]++
-		if smp.at.After(stopAt) && smp.at.Before(startedAt) {
-			down[smp.what][smp.status]++
-		}
-		if smp.what == "throttled" && smp.status != http.StatusTooManyRequests {
-			t.Errorf("throttled customer on replica %d at %s (broker stopped %s, started %s): got status %d, want 429",
-				smp.replica+1, smp.at.Format("15:04:05.000"), stopAt.Format("15:04:05.000"), startedAt.Format("15:04:05.000"), smp.status)
-		}
-	}
-	mu.Unlock()
-	if down["throttled"][http.StatusTooManyRequests] == 0 {
-		t.Errorf("no request of the throttled customer answered while the broker was away")
-	}
+	counts, down := tr.check(t, stopAt, startedAt)
 	report(t, "while the broker was away: throttled customer %v, bystander %v, /readyz %v (status: count)", down["throttled"], down["bystander"], down["readyz"])
 	report(t, "whole run: throttled customer %v, bystander %v, /readyz %v", counts["throttled"], counts["bystander"], counts["readyz"])
 

@@ -14,30 +14,37 @@
 // # What runs
 //
 // TestMain builds the static binaries (CGO_ENABLED=0) into deploy/docker/bin and the
-// images from the repository's Dockerfiles: ingestion, processing and the probe from
-// deploy/docker/Dockerfile.prebuilt, the fake infrastructure from deploy/local/Dockerfile.
-// A stack is one network with
+// images from the repository's Dockerfiles: ingestion, processing, throttlectl and the
+// probe from deploy/docker/Dockerfile.prebuilt, the fake infrastructure from
+// deploy/local/Dockerfile. A stack is one network with
 //
-//   - kafka: apache/kafka when it can be pulled (or E2E_KAFKA_IMAGE, an image configured
-//     like it), else deploy/local -mode broker (kfake), which keeps its log in the
-//     container so that it survives a stop and a start;
+//   - kafka-1, kafka-2, kafka-3: a KRaft cluster of three (each broker and controller;
+//     replication factor 3, min.insync.replicas 2), configured through KAFKA_* variables
+//     as the official image documents. The image is apache/kafka:4.4.0 where it can be
+//     pulled (or E2E_KAFKA_IMAGE), else deploy/kafka/image built here from make kafka's
+//     jars (build.sh: once, and again only when an input changes). E2E_KAFKA_IMAGE=fake
+//     runs deploy/local -mode broker (kfake) alone instead, for quick local runs; the
+//     scenarios that need a cluster skip there;
 //   - registry: confluentinc/cp-schema-registry when it can be pulled (or
 //     E2E_REGISTRY_IMAGE), else deploy/local -mode registry (srfake behind
-//     throttletest/registry, keeping its schemas in the broker's _schemas topic as
-//     the real one does, and checking compatibility). Broker and
-//     registry are separate containers, so that either can be stopped alone.
-//     E2E_KAFKA_IMAGE=fake and E2E_REGISTRY_IMAGE=fake skip the pull;
+//     throttletest/registry, keeping its schemas in the brokers' _schemas topic as
+//     the real one does, and checking compatibility). Brokers and registry are separate
+//     containers, so that either can be stopped alone;
 //   - processing, and ingestion replicas, configured through their environment as in
-//     production (one broker: replication factor 1);
+//     production;
 //   - probe (cmd/probe), the test's hands inside the network.
+//
+// TestCompose brings up the repository's docker-compose.yml with docker-compose (its
+// own project, torn down with its volumes), with compose.override.yml swapping only the
+// Kafka and registry images.
 //
 // Ryuk is off (it is an image); each stack removes its containers and network itself,
 // and a run removes what an interrupted run on the same host left behind.
 //
 // # Reaching Kafka from the test
 //
-// The broker advertises its network alias, kafka:9092, so that the services in other
-// containers can reach it; the test process on the host cannot resolve that name, and a
+// Each broker advertises its network alias (kafka-1:9092, ...), so that the services
+// in other containers can reach it; the test process on the host cannot resolve that name, and a
 // listener advertised for both sides would need a second listener and a host port
 // known before the broker starts. So the test never talks to Kafka itself: it checks
 // the services through their HTTP APIs (mapped ports, read again after a container
@@ -49,7 +56,7 @@
 // # Sharing
 //
 // Most scenarios share one stack, started on first use and each using customers of its
-// own; the broker-restart and registry-down scenarios start stacks of their own, since
-// they stop the infrastructure. Each scenario prints what it measured (t.Log and
-// stdout), and TestMain prints them all again at the end.
+// own; the scenarios that stop, kill or cut off infrastructure start stacks of their
+// own. Each scenario prints what it measured (t.Log and stdout), and TestMain prints
+// them all again at the end.
 package e2e

@@ -173,7 +173,7 @@ func reapStale(ctx context.Context, cli *testcontainers.DockerClient) {
 
 // images are the images a stack runs.
 type images struct {
-	ingestion, processing, probe string
+	ingestion, processing, probe, throttlectl string
 	// infra is deploy/local's image (kfake and srfake), built whatever the broker and
 	// registry images are: it is small and cheap.
 	infra string
@@ -216,6 +216,7 @@ func buildAll(ctx context.Context) (images, error) {
 		{"local", "deploy/local"},
 		{"probe", "e2e/cmd/probe"},
 		{"kafkatools", "e2e/cmd/kafkatools"},
+		{"throttlectl", "pkg/throttle/cmd/throttlectl"},
 	} {
 		out, err := filepath.Abs(filepath.Join(bin, b.name))
 		if err != nil {
@@ -244,6 +245,7 @@ func buildAll(ctx context.Context) (images, error) {
 		{&img.ingestion, prebuilt, "ingestion"},
 		{&img.processing, prebuilt, "processing"},
 		{&img.probe, prebuilt, "probe"},
+		{&img.throttlectl, prebuilt, "throttlectl"},
 		{&img.infra, filepath.Join(repoRoot, "deploy", "local", "Dockerfile"), "local"},
 	} {
 		tag, err := buildImage(ctx, p, b.dockerfile, bin, b.binary)

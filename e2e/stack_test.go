@@ -149,7 +149,12 @@ type stack struct {
 	brokers                     []*node
 	registry, probe, processing *node
 
+	// throttled is the customer enforced made: throttled, its events used up everywhere.
+	throttled string
+
 	mu        sync.Mutex
+	extraNets []string // networks of the stack's own besides net, removed with it
+	closed    bool
 	ingestion []*node // the replicas in service
 	all       []*node // every container ever started, for logs and removal
 	replicas  int     // replica ids handed out
@@ -209,9 +214,13 @@ func startStack(ctx context.Context, name string) (_ *stack, err error) {
 }
 
 // run creates and starts a container on the stack's network under alias.
-func (s *stack) run(ctx context.Context, alias, port, readyLog string, req testcontainers.ContainerRequest) (*node, error) {
-	req.Networks = []string{s.net.Name}
-	req.NetworkAliases = map[string][]string{s.net.Name: {alias}}
+// More networks may follow: the container joins them under the same alias.
+func (s *stack) run(ctx context.Context, alias, port, readyLog string, req testcontainers.ContainerRequest, more ...string) (*node, error) {
+	req.Networks = append([]string{s.net.Name}, more...)
+	req.NetworkAliases = map[string][]string{}
+	for _, n := range req.Networks {
+		req.NetworkAliases[n] = []string{alias}
+	}
 	req.Labels = suiteLabels()
 	if port != "" {
 		req.ExposedPorts = append(req.ExposedPorts, port)
@@ -529,6 +538,11 @@ func (s *stack) logsOnFailure(t *testing.T) {
 // containers and the network.
 func (s *stack) close(ctx context.Context) {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
 	all := append([]*node(nil), s.all...)
 	s.mu.Unlock()
 	dir := filepath.Join(".build", "logs", s.name)
@@ -545,6 +559,11 @@ func (s *stack) close(ctx context.Context) {
 	wg.Wait()
 	if s.net != nil {
 		_ = s.net.Remove(ctx)
+	}
+	if cli, err := docker(ctx); err == nil {
+		for _, n := range s.extraNets {
+			_, _ = cli.NetworkRemove(ctx, n, client.NetworkRemoveOptions{})
+		}
 	}
 }
 

@@ -60,6 +60,10 @@ const (
 )
 
 func main() {
+	// The registry image's health check (scratch has no curl): `local healthcheck [host:port]`.
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(registryHealthcheck(os.Args[2:], os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
@@ -367,4 +371,25 @@ func openRegistry(ctx context.Context, out io.Writer, kafkaAddr string) (*regist
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// registryHealthcheck exits 0 when the registry at args[0] (default 127.0.0.1:8081)
+// answers GET /subjects with 200, as a health check of Confluent's image does.
+func registryHealthcheck(args []string, stderr io.Writer) int {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(registryPort))
+	if len(args) > 0 {
+		addr = args[0]
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + addr + "/subjects")
+	if err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "healthcheck: GET http://%s/subjects: %s\n", addr, resp.Status)
+		return 1
+	}
+	return 0
 }

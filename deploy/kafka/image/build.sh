@@ -56,6 +56,10 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
 	log "$tag is up to date"
 else
 	log "building $tag"
-	docker build -q --build-arg BASE="$base" --label dev.sluice.kafka-image=1 -t "$tag" "$ctx" >&2
+	docker build -q --build-arg BASE="$base" --label dev.sluice.kafka-image=1 -t "$tag" "$ctx" >/dev/null
+	log "built $tag"
+	# Images of earlier inputs are of no more use: remove those no container uses.
+	docker image ls --filter label=dev.sluice.kafka-image=1 --format '{{.Repository}}:{{.Tag}}' |
+		grep -vx "$tag" | xargs -r docker image rm >/dev/null 2>&1 || true
 fi
 echo "$tag"

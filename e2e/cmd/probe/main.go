@@ -134,8 +134,9 @@ func (p *probe) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// ?records=false: the partitions' offsets, leaders and replicas only.
 	mux.HandleFunc("GET /v1/topics/{topic}", func(w http.ResponseWriter, r *http.Request) {
-		d, err := p.dump(r.Context(), r.PathValue("topic"))
+		d, err := p.dump(r.Context(), r.PathValue("topic"), r.URL.Query().Get("records") != "false")
 		if err != nil {
 			writeError(w, err)
 			return
@@ -191,7 +192,7 @@ func (p *probe) client() (*kafka.Client, func()) {
 
 // dump reads every partition of topic from its log start offset to the end offset it
 // had when the dump began.
-func (p *probe) dump(ctx context.Context, topic string) (Dump, error) {
+func (p *probe) dump(ctx context.Context, topic string, records bool) (Dump, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cl, done := p.client()
@@ -229,6 +230,9 @@ func (p *probe) dump(ctx context.Context, topic string) (Dump, error) {
 		d.Partitions = append(d.Partitions, part)
 	}
 	sort.Slice(d.Partitions, func(i, j int) bool { return d.Partitions[i].Partition < d.Partitions[j].Partition })
+	if !records {
+		return d, nil
+	}
 	for _, part := range d.Partitions {
 		recs, err := p.readPartition(ctx, topic, part)
 		if err != nil {
