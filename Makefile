@@ -18,7 +18,7 @@ test: vet
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory kafka; fi
 	@rm -f e2e/.build/summary.txt
 	@# go test hides a passing package's output: after e2e, show what its scenarios measured.
-	@for m in $(MODULES); do echo "== $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || exit 1; \
+	@for m in $(MODULES); do echo "== $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 45m ./...) || exit 1; \
 		if [ $$m = e2e ] && [ -f e2e/.build/summary.txt ]; then cat e2e/.build/summary.txt; fi; done
 	@# The read path's model test: thousands of random logs and faults, without the race
 	@# detector (which runs 200 of them above); MODEL_CASES sets how many.

@@ -168,6 +168,9 @@ type adminThrottle struct {
 
 // setRequest is the body of POST /v1/throttles.
 type setRequest struct {
+	// ID, when set, is the client's choice: a retry with the same id sets the same
+	// throttle, never a second one.
+	ID       string `json:"id,omitempty"`
 	Customer string `json:"customer"`
 	Limit    int64  `json:"limit"`
 	Window   string `json:"window"`
