@@ -1,7 +1,7 @@
 # Sluice: every target works on a fresh machine with only Go (and, for the e2e suite,
 # a Docker engine) installed.
 
-MODULES := pkg/throttle services/ingestion services/processing e2e deploy/local
+MODULES := pkg/throttle services/ingestion services/processing deploy deploy/local e2e
 GO ?= go
 
 .PHONY: all build test test-short bench bench-kafka fuzz vet check-modules run generate clean kafka test-kafka

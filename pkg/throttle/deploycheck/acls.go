@@ -77,8 +77,8 @@ func StrimziUsers(t testing.TB, root string) map[string][]ACLRule {
 		}
 		name := AtString(d.Doc, "metadata", "name")
 		where := fmt.Sprintf("%s: KafkaUser %s", d.Path, name)
-		if got := AtString(d.Doc, "apiVersion"); got != "kafka.strimzi.io/v1beta2" {
-			t.Errorf("%s: got apiVersion %q, want kafka.strimzi.io/v1beta2", where, got)
+		if got := AtString(d.Doc, "apiVersion"); got != "kafka.strimzi.io/v1" {
+			t.Errorf("%s: got apiVersion %q, want kafka.strimzi.io/v1", where, got)
 		}
 		if AtString(d.Doc, "metadata", "labels", "strimzi.io/cluster") == "" {
 			t.Errorf("%s: no strimzi.io/cluster label: no User Operator will act on it", where)

@@ -304,8 +304,8 @@ func StrimziTopics(t testing.TB, root string) map[string]Topic {
 			continue
 		}
 		meta := AtString(d.Doc, "metadata", "name")
-		if got := AtString(d.Doc, "apiVersion"); got != "kafka.strimzi.io/v1beta2" {
-			t.Errorf("%s: KafkaTopic %s: got apiVersion %q, want kafka.strimzi.io/v1beta2", d.Path, meta, got)
+		if got := AtString(d.Doc, "apiVersion"); got != "kafka.strimzi.io/v1" {
+			t.Errorf("%s: KafkaTopic %s: got apiVersion %q, want kafka.strimzi.io/v1", d.Path, meta, got)
 		}
 		if AtString(d.Doc, "metadata", "labels", "strimzi.io/cluster") == "" {
 			t.Errorf("%s: KafkaTopic %s: no strimzi.io/cluster label: no Topic Operator will act on it", d.Path, meta)
