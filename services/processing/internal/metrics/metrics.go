@@ -81,6 +81,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.Events, m.EventAge, m.DeadLettered, m.Throttles, m.PublishErrors, m.ConsumerLag, m.CommitErrors, m.Uncounted)
+	// Series at zero from the start: a replica that never consumed a record must still
+	// show a rate of 0, or SluiceProcessingStalled cannot fire for it.
+	for _, outcome := range []string{"handled", "dead_lettered"} {
+		m.Events.WithLabelValues(outcome)
+	}
 	return m
 }
 
