@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -426,5 +427,81 @@ func TestWatchBrokerOutage(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("watch did not return after cancel with the broker down")
+	}
+}
+
+// liftJSON is lift --output json.
+type liftJSON struct {
+	Customer string               `json:"customer"`
+	Topic    string               `json:"topic"`
+	Lifted   bool                 `json:"lifted"`
+	Throttle *throttle.RecordJSON `json:"throttle"`
+}
+
+// TestLift: lift publishes a tombstone for a customer with an active throttle and says
+// it lifted it; for a customer without one (never throttled, expired, already lifted) it
+// says there was nothing to lift, exits 0 (the customer is unthrottled, as asked) and
+// writes nothing.
+func TestLift(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	acme, globex := rec("acme", 20, time.Hour), rec("globex", 5, time.Hour)
+	c.publish(c.topic, acme, globex, aged(rec("expired", 1, time.Minute), time.Hour))
+
+	r := c.mustRun("lift", "acme", "--output", "json")
+	got := jsonLines[liftJSON](t, r.stdout)
+	if len(got) != 1 || !got[0].Lifted || got[0].Customer != "acme" || got[0].Topic != c.topic || got[0].Throttle == nil || got[0].Throttle.ID != acme.ID {
+		t.Fatalf("lift acme --output json: got %q, want lifted true with acme's throttle %s", r.stdout, acme.ID)
+	}
+	r = c.mustRun("lift", "globex")
+	if r.stdout != "lifted throttle of globex\n" {
+		t.Fatalf("lift globex: got %q, want %q", r.stdout, "lifted throttle of globex\n")
+	}
+	if a := c.active(c.topic); len(a) != 0 {
+		t.Fatalf("after lifting acme and globex: got %d active throttles, want none", len(a))
+	}
+	before := jsonLines[dumpLine](t, c.mustRun("dump").stdout)
+
+	for _, customer := range []string{"nobody", "expired", "acme", "ACME"} {
+		r := c.run("lift", customer)
+		if want := "no throttle for " + customer + ": nothing to lift\n"; r.code != exitOK || r.stdout != want {
+			t.Errorf("lift %s: got exit %d stdout %q stderr %q, want exit 0 and %q", customer, r.code, r.stdout, r.stderr, want)
+		}
+		r = c.run("lift", customer, "--output", "json")
+		got := jsonLines[liftJSON](t, r.stdout)
+		if r.code != exitOK || len(got) != 1 || got[0].Lifted || got[0].Throttle != nil || got[0].Customer != customer {
+			t.Errorf("lift %s --output json: got exit %d stdout %q, want exit 0 and lifted false", customer, r.code, r.stdout)
+		}
+	}
+	if after := jsonLines[dumpLine](t, c.mustRun("dump").stdout); len(after) != len(before) {
+		t.Fatalf("lift of customers without a throttle wrote %d records, want none", len(after)-len(before))
+	}
+
+	// --force writes the tombstone without reading the topic.
+	r = c.mustRun("lift", "nobody", "--force", "--output", "json")
+	if got := jsonLines[liftJSON](t, r.stdout); len(got) != 1 || !got[0].Lifted || got[0].Throttle != nil {
+		t.Fatalf("lift --force: got %q, want lifted true and no throttle", r.stdout)
+	}
+	after := jsonLines[dumpLine](t, c.mustRun("dump").stdout)
+	if len(after) != len(before)+1 || !slices.ContainsFunc(after, func(l dumpLine) bool { return l.Tombstone && l.Key != nil && *l.Key == "nobody" }) {
+		t.Fatalf("lift --force: got %d records after %d, want one more, a tombstone of nobody", len(after), len(before))
+	}
+}
+
+// TestLiftRegistryDown: lift reads the topic first, which needs the registry; without it
+// lift fails and points to --force, which lifts without reading.
+func TestLiftRegistryDown(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1)
+	c.publish(c.topic, rec("acme", 1, time.Hour))
+	c.s.StopRegistry()
+	args := append(append([]string{"lift"}, c.flags("")...), "acme", "--timeout", "2s")
+	r := invoke(t, t.Context(), "", args...)
+	if r.code != exitError || !strings.Contains(r.stderr, "schema registry "+c.s.RegistryURL()) || !strings.Contains(r.stderr, "lift --force") {
+		t.Fatalf("lift with the registry down: got exit %d stderr %q, want exit 1 naming the registry and --force", r.code, r.stderr)
+	}
+	r = invoke(t, t.Context(), "", append(args, "--force")...)
+	if r.code != exitOK || r.stdout != "lifted throttle of acme\n" {
+		t.Fatalf("lift --force with the registry down: got exit %d stdout %q stderr %q, want acme lifted", r.code, r.stdout, r.stderr)
 	}
 }

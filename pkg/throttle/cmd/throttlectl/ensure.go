@@ -65,7 +65,7 @@ TOPIC_MIN_INSYNC_REPLICAS; the replication factor is capped by the cluster's siz
 
 // reachable sends the brokers a metadata request for topic.
 func reachable(ctx context.Context, kc throttle.KafkaConfig, topic string) error {
-	cl, done := newClient(kc)
+	cl, done := newClient(ctx, kc)
 	defer done()
 	_, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	return err

@@ -1,6 +1,7 @@
 // Command throttlectl is the operators' tool for Sluice's throttle topic: it lists, sets
-// and lifts throttles, dumps the topic and restores it, and watches it change. It reads
-// the same environment variables as the services; flags override them. See README.md.
+// and lifts throttles, dumps the topic and restores it, watches it change, and prints its
+// own version. It reads the same environment variables as the services; flags override
+// them. See README.md.
 package main
 
 import (

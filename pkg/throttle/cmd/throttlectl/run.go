@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -61,6 +62,7 @@ type command struct {
 	help    string
 	output  bool // takes --output text|json
 	follow  bool // runs until interrupted: --timeout bounds only its start
+	offline bool // contacts nothing: takes no connection flags, reads no environment
 	define  func(fs *flag.FlagSet) action
 }
 
@@ -68,6 +70,7 @@ func commands() []*command {
 	return []*command{
 		listCommand(), getCommand(), setCommand(), liftCommand(),
 		dumpCommand(), restoreCommand(), watchCommand(), ensureTopicCommand(),
+		versionCommand(),
 	}
 }
 
@@ -127,21 +130,24 @@ type globalFlags struct {
 	output   string
 }
 
-func (g *globalFlags) register(fs *flag.FlagSet, output bool) {
+func (g *globalFlags) register(fs *flag.FlagSet, output, connect bool) {
+	if output {
+		fs.StringVar(&g.output, "output", "text", "output format: text or json")
+	}
+	if !connect {
+		return
+	}
 	fs.StringVar(&g.brokers, "brokers", "", "Kafka brokers, comma-separated (default $KAFKA_BROKERS or 127.0.0.1:9092)")
 	fs.StringVar(&g.registry, "registry", "", "Schema Registry URL (default $SCHEMA_REGISTRY_URL or http://127.0.0.1:8081)")
 	fs.StringVar(&g.topic, "topic", "", "throttle topic (default $THROTTLE_TOPIC or "+throttle.DefaultTopic+")")
 	fs.DurationVar(&g.timeout, "timeout", 0, "deadline of the command (default $THROTTLECTL_TIMEOUT or 30s)")
-	if output {
-		fs.StringVar(&g.output, "output", "text", "output format: text or json")
-	}
 }
 
 func (c *command) execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("throttlectl "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors and help are printed below, each to its stream
 	var g globalFlags
-	g.register(fs, c.output)
+	g.register(fs, c.output, !c.offline)
 	act := c.define(fs)
 
 	pos, err := parseInterspersed(fs, args)
@@ -149,11 +155,17 @@ func (c *command) execute(ctx context.Context, args []string, stdin io.Reader, s
 		c.printHelp(stdout, fs)
 		return exitOK
 	}
-	if err == nil {
+	if err != nil {
+		err = dashed(err)
+	} else {
 		err = c.checkArgs(pos, &g)
 	}
 	if err != nil {
 		return c.usageFailure(stderr, err)
+	}
+	if c.offline {
+		s := &session{stdin: stdin, stdout: stdout, stderr: stderr, log: zap.NewNop(), json: g.output == "json", now: time.Now}
+		return c.exit(ctx, stderr, act(ctx, s, pos))
 	}
 
 	var cfg config
@@ -186,12 +198,17 @@ func (c *command) execute(ctx context.Context, args []string, stdin io.Reader, s
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 	}
-	err = act(ctx, s, pos)
+	return c.exit(parent, stderr, act(ctx, s, pos))
+}
+
+// exit reports the error of a command's action and returns its exit code; ctx is the
+// command's context before its deadline was added (ended: interrupted).
+func (c *command) exit(ctx context.Context, stderr io.Writer, err error) int {
 	var ue usageError
 	switch {
 	case err == nil:
 		return exitOK
-	case parent.Err() != nil && !c.follow:
+	case ctx.Err() != nil && !c.follow:
 		// Ctrl-C: whatever failed then failed because of it.
 		fmt.Fprintf(stderr, "throttlectl %s: interrupted: %v\n", c.name, err)
 		return exitError
@@ -281,10 +298,51 @@ func (c *command) synopsis() string {
 
 func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: %s\n\n%s\n\n%s\nFlags:\n", c.synopsis(), c.summary, strings.TrimSpace(c.help)+"\n")
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
-	fmt.Fprint(w, envHelp)
+	printFlags(w, fs)
+	if !c.offline {
+		fmt.Fprint(w, envHelp)
+	}
+	fmt.Fprint(w, exitHelp)
+}
+
+// printFlags lists the flags of fs as flag.PrintDefaults does, but spelled with two
+// dashes, as the usage lines, the README and the users write them (the flag package
+// takes either).
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  --%s", f.Name)
+		name, usage := flag.UnquoteUsage(f)
+		if name != "" {
+			b.WriteString(" " + name)
+		}
+		b.WriteString("\n    \t")
+		b.WriteString(strings.ReplaceAll(usage, "\n", "\n    \t"))
+		switch g, _ := f.Value.(flag.Getter); {
+		case f.DefValue == "" || f.DefValue == "0" || f.DefValue == "0s" || f.DefValue == "false":
+		case g != nil && isString(g.Get()):
+			fmt.Fprintf(&b, " (default %q)", f.DefValue)
+		default:
+			fmt.Fprintf(&b, " (default %v)", f.DefValue)
+		}
+		fmt.Fprintln(w, b.String())
+	})
+}
+
+func isString(v any) bool { _, ok := v.(string); return ok }
+
+// flagError matches the errors of the flag package that name a flag with one dash (it
+// spells every flag so, whatever the user typed), up to that dash.
+var flagError = regexp.MustCompile(`^(flag provided but not defined: |flag needs an argument: |invalid value "(?:[^"\\]|\\.)*" for flag |invalid boolean value "(?:[^"\\]|\\.)*" for |invalid boolean flag )-?`)
+
+// dashed rewrites an error of the flag package to name the flag with two dashes, as the
+// help does.
+func dashed(err error) error {
+	msg := err.Error()
+	if loc := flagError.FindStringSubmatchIndex(msg); loc != nil {
+		return usageError{errors.New(msg[loc[2]:loc[3]] + "--" + msg[loc[1]:])}
+	}
+	return err
 }
 
 const envHelp = `
@@ -293,7 +351,9 @@ KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_INSECURE_SKIP_VERIFY,
 KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, SCHEMA_REGISTRY_URL,
 SCHEMA_REGISTRY_USERNAME, SCHEMA_REGISTRY_PASSWORD, SCHEMA_REGISTRY_TIMEOUT,
 THROTTLE_TOPIC, THROTTLECTL_TIMEOUT, LOG_LEVEL (default warn), LOG_FORMAT (default console).
+`
 
+const exitHelp = `
 Exit codes: 0 ok, 1 error, 2 usage or configuration error, 3 not found (get).
 `
 
@@ -305,6 +365,7 @@ func mainUsage() string {
 	}
 	b.WriteString("\nRun 'throttlectl COMMAND --help' for a command's flags.\n")
 	b.WriteString(envHelp)
+	b.WriteString(exitHelp)
 	return b.String()
 }
 

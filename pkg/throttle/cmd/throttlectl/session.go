@@ -35,18 +35,69 @@ func (s *session) kafka() (throttle.KafkaConfig, error) {
 	return kc, nil
 }
 
+// codec returns a codec for topic for readers (tables, scans): they retry a registry
+// request that fails until the command's deadline, so each request keeps the bound of
+// SCHEMA_REGISTRY_TIMEOUT, and a registry that never answers is counted and named.
 func (s *session) codec(topic string) (*throttle.Codec, error) {
-	c, err := throttle.NewCodec(s.cfg.Registry(), topic)
+	return s.newCodec(s.cfg.Registry(), topic)
+}
+
+// writeCodec returns a codec for topic for a publish, which fails at its first registry
+// error: its requests may take the time ctx has left (the command's deadline) instead of
+// SCHEMA_REGISTRY_TIMEOUT (5s by default), which would end the command early.
+func (s *session) writeCodec(ctx context.Context, topic string) (*throttle.Codec, error) {
+	rc := s.cfg.Registry()
+	if left, ok := timeLeft(ctx); ok {
+		rc.Timeout = left
+	}
+	return s.newCodec(rc, topic)
+}
+
+func (s *session) newCodec(rc throttle.RegistryConfig, topic string) (*throttle.Codec, error) {
+	c, err := throttle.NewCodec(rc, topic)
 	if err != nil {
 		return nil, fmt.Errorf("schema registry %s: %w", s.cfg.RegistryURL, err)
 	}
 	return c, nil
 }
 
-// newClient returns a kafka-go client for kc and the function that closes its connections.
-func newClient(kc throttle.KafkaConfig) (*kafka.Client, func()) {
+// newClient returns a kafka-go client for kc whose requests end at ctx's deadline (the
+// command's), and the function that closes its connections.
+//
+// kafka-go does not bound a request by its context alone. The transport connects to a
+// broker (TCP, TLS, API versions, SASL) under its own DialTimeout (5s from
+// KafkaConfig.Transport), on its own context for the first connection, and asks for the
+// cluster's metadata under MetadataTTL (10s); a broker that accepts connections and never
+// answers would end the command there, with "i/o timeout", whatever --timeout says. So
+// the transport runs on ctx and both bounds are stretched to the time ctx has left.
+func newClient(ctx context.Context, kc throttle.KafkaConfig) (*kafka.Client, func()) {
 	tr := kc.Transport()
+	if left, ok := timeLeft(ctx); ok {
+		tr.Context = ctx
+		tr.DialTimeout = left
+		tr.MetadataTTL = max(tr.MetadataTTL, left)
+	}
 	return &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Transport: tr}, tr.CloseIdleConnections
+}
+
+// ended reports whether ctx is done or its deadline has passed: a connection whose
+// deadline is ctx's can report its i/o timeout a moment before ctx's own timer fires.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
+// timeLeft is the time until ctx's deadline, at least a millisecond (a zero would select
+// a library's default); false when ctx has no deadline.
+func timeLeft(ctx context.Context) (time.Duration, bool) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 0, false
+	}
+	return max(time.Until(d), time.Millisecond), true
 }
 
 // unreachable names the brokers in the error of the first request to them, so the
@@ -55,7 +106,7 @@ func (s *session) unreachable(ctx context.Context, kc throttle.KafkaConfig, topi
 	brokers := strings.Join(kc.Brokers, ",")
 	var ne net.Error
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+	case errors.Is(err, context.DeadlineExceeded) || ended(ctx):
 		return fmt.Errorf("kafka brokers %s unreachable within the %s timeout: %w", brokers, s.cfg.Timeout, err)
 	case errors.As(err, &ne):
 		return fmt.Errorf("kafka brokers %s unreachable: %w", brokers, err)
@@ -69,7 +120,7 @@ func (s *session) unreachable(ctx context.Context, kc throttle.KafkaConfig, topi
 // the topic's partitions. A topic that is not compacted gives an error wrapping
 // throttle.ErrNotCompacted, with the partitions.
 func (s *session) checkTopic(ctx context.Context, kc throttle.KafkaConfig, topic string) ([]int, error) {
-	cl, done := newClient(kc)
+	cl, done := newClient(ctx, kc)
 	defer done()
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
@@ -185,8 +236,8 @@ func (s *session) notReady(tb *throttle.Table, kc throttle.KafkaConfig, err erro
 	st := tb.Stats()
 	switch {
 	case st.RegistryRetries > 0:
-		return fmt.Errorf("schema registry %s unreachable: %d attempts to decode a record failed: %w",
-			s.cfg.RegistryURL, st.RegistryRetries, err)
+		return registryDown{fmt.Errorf("schema registry %s unreachable: %d attempts to decode a record failed: %w",
+			s.cfg.RegistryURL, st.RegistryRetries, err)}
 	case !st.Fresh:
 		return fmt.Errorf("kafka brokers %s unreachable while reading topic %s: %w", strings.Join(kc.Brokers, ","), s.topic(), err)
 	}
@@ -198,3 +249,8 @@ func (s *session) notReady(tb *throttle.Table, kc throttle.KafkaConfig, err erro
 	}
 	return fmt.Errorf("topic %s not read to its end (partitions %s): %w", s.topic(), strings.Join(behind, ", "), err)
 }
+
+// registryDown marks an error whose cause is the schema registry.
+type registryDown struct{ error }
+
+func (e registryDown) Unwrap() error { return e.error }

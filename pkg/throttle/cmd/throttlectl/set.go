@@ -136,26 +136,73 @@ func liftCommand() *command {
 		name: "lift", args: "CUSTOMER", nargs: 1, output: true,
 		summary: "lift a customer's throttle",
 		help: `
-Publishes a tombstone for the customer: whatever throttle it has is lifted, at once on
-every ingestion replica, and compaction later drops the key. Lifting a customer without a
-throttle is harmless.`,
-		define: func(*flag.FlagSet) action {
+Rebuilds the throttle table from the topic, like get, and when the customer has an
+active throttle publishes a tombstone for it: the throttle is lifted, at once on every
+ingestion replica, and compaction later drops the key. A customer without an active
+throttle is left alone ("no throttle for CUSTOMER: nothing to lift", exit 0: the customer
+is unthrottled, as asked) and nothing is written.
+
+Reading the topic needs the schema registry; --force publishes the tombstone without
+reading the topic first (a tombstone needs no registry), whatever the customer has.`,
+		define: func(fs *flag.FlagSet) action {
+			force := fs.Bool("force", false, "publish the tombstone without reading the topic first (when the registry is unreachable)")
 			return func(ctx context.Context, s *session, args []string) error {
-				customer := args[0]
-				if err := throttle.ValidateCustomer(customer); err != nil {
-					return usageError{err}
-				}
-				if err := s.publish(ctx, func(p *throttle.Publisher) error { return p.Lift(ctx, customer) }); err != nil {
-					return err
-				}
-				if s.json {
-					return writeJSON(s.stdout, map[string]any{"customer": customer, "lifted": true, "topic": s.topic()})
-				}
-				_, err := fmt.Fprintf(s.stdout, "lifted throttle of %s\n", customer)
-				return err
+				return s.lift(ctx, args[0], *force)
 			}
 		},
 	}
+}
+
+// liftResult is the output of lift --output json.
+type liftResult struct {
+	Customer string `json:"customer"`
+	Topic    string `json:"topic"`
+	// Lifted says whether a tombstone was published: the customer had an active throttle,
+	// or --force.
+	Lifted bool `json:"lifted"`
+	// Throttle is the throttle lifted; absent when there was none, or with --force (the
+	// topic was not read).
+	Throttle *throttle.RecordJSON `json:"throttle,omitempty"`
+}
+
+func (s *session) lift(ctx context.Context, customer string, force bool) error {
+	if err := throttle.ValidateCustomer(customer); err != nil {
+		return usageError{err}
+	}
+	res := liftResult{Customer: customer, Topic: s.topic()}
+	if !force {
+		tb, stop, err := s.readTable(ctx, ctx)
+		if err != nil {
+			if rd := (registryDown{}); errors.As(err, &rd) || errors.Is(err, throttle.ErrRegistryUnavailable) {
+				return fmt.Errorf("%w (lift --force publishes the tombstone without reading the topic)", err)
+			}
+			return err
+		}
+		r, ok := tb.Get(customer)
+		stop()
+		if !ok {
+			// Writing a tombstone anyway would change nothing a reader sees: say so, and
+			// leave the topic as it is.
+			if s.json {
+				return writeJSON(s.stdout, res)
+			}
+			_, err := fmt.Fprintf(s.stdout, "no throttle for %s: nothing to lift\n", customer)
+			return err
+		}
+		rj := throttle.NewRecordJSON(r)
+		res.Throttle = &rj
+	}
+	// A throttle set since the table was read is lifted too: a tombstone deletes whatever
+	// the customer has when readers apply it.
+	if err := s.publish(ctx, func(p *throttle.Publisher) error { return p.Lift(ctx, customer) }); err != nil {
+		return err
+	}
+	res.Lifted = true
+	if s.json {
+		return writeJSON(s.stdout, res)
+	}
+	_, err := fmt.Fprintf(s.stdout, "lifted throttle of %s\n", customer)
+	return err
 }
 
 // publish checks the topic, then runs fn with a publisher to it.
@@ -167,7 +214,7 @@ func (s *session) publish(ctx context.Context, fn func(*throttle.Publisher) erro
 	if _, err := s.checkTopic(ctx, kc, s.topic()); err != nil {
 		return err
 	}
-	codec, err := s.codec(s.topic())
+	codec, err := s.writeCodec(ctx, s.topic())
 	if err != nil {
 		return err
 	}
@@ -179,7 +226,10 @@ func (s *session) publish(ctx context.Context, fn func(*throttle.Publisher) erro
 	if cerr := p.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
-	if errors.Is(err, throttle.ErrRegistryUnavailable) {
+	switch {
+	case errors.Is(err, throttle.ErrRegistryUnavailable) && ended(ctx):
+		return fmt.Errorf("schema registry %s: no answer within the %s timeout: %w", s.cfg.RegistryURL, s.cfg.Timeout, err)
+	case errors.Is(err, throttle.ErrRegistryUnavailable):
 		return fmt.Errorf("schema registry %s: %w", s.cfg.RegistryURL, err)
 	}
 	return err

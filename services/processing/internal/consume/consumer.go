@@ -107,6 +107,7 @@ type Consumer struct {
 
 	running atomic.Bool
 	failing atomic.Bool // joining the group failed last time
+	joined  atomic.Bool // a generation has started since Run began
 
 	lag map[int]prometheus.Gauge // per partition; touched only by the handling goroutine
 }
@@ -136,9 +137,10 @@ func New(kc throttle.KafkaConfig, topic, group string, dlq Writer, h Handler, cf
 	return c, nil
 }
 
-// Ready reports whether Run is running and its last attempt to join the group did not
-// fail.
-func (c *Consumer) Ready() bool { return c.running.Load() && !c.failing.Load() }
+// Ready reports whether Run is running, has joined the group once, and its last attempt
+// to join did not fail: before the first join nothing is consumed yet (on a new cluster
+// the first join waits for the offsets topic to be created).
+func (c *Consumer) Ready() bool { return c.running.Load() && c.joined.Load() && !c.failing.Load() }
 
 // Run consumes until ctx is done: it commits the offsets of everything handled, leaves
 // the group and returns nil, or the error of the final commit. A batch being handled
@@ -147,6 +149,7 @@ func (c *Consumer) Ready() bool { return c.running.Load() && !c.failing.Load() }
 func (c *Consumer) Run(ctx context.Context) error {
 	c.running.Store(true)
 	defer c.running.Store(false)
+	defer c.joined.Store(false)
 	cg, err := kafka.NewConsumerGroup(groupConfig(c.kc, c.topic, c.group, c.log))
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", c.group, err)
@@ -168,6 +171,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			continue
 		}
 		c.failing.Store(false)
+		c.joined.Store(true)
 		backoff = c.cfg.Backoff
 		if err := c.generation(ctx, gen); err != nil || ctx.Err() != nil {
 			return err
