@@ -21,7 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/deploycheck"
+	"github.com/sluice-dev/sluice/deploy/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"

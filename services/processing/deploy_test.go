@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/deploycheck"
+	"github.com/sluice-dev/sluice/deploy/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/sluice-dev/sluice/pkg/throttle/deploycheck"
+	"github.com/sluice-dev/sluice/deploy/deploycheck"
 )
 
 // TestStrimziUsersMatchACLFile runs everywhere: the KafkaUser resources grant exactly what

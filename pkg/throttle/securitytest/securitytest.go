@@ -26,7 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/deploycheck"
+	"github.com/sluice-dev/sluice/deploy/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
