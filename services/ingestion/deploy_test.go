@@ -5,7 +5,7 @@ package main
 // values, the probes and ports are the ones the service serves, the replicas have
 // distinct ids, the metrics the dashboard and the alerts query are ones it registers,
 // and the topics it uses exist with their settings. The readers of the files are in
-// pkg/throttle/deploycheck (shared with services/processing); the checks that concern no
+// deploy/deploycheck (shared with services/processing); the checks that concern no
 // service in particular (alert runbooks, kustomization completeness) are in
 // services/processing/deploy_test.go.
 

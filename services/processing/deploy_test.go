@@ -4,7 +4,7 @@ package main
 // variable they set is one the configuration reads, the probes and ports are the ones
 // the service serves, the metrics the dashboard and the alerts query are ones it
 // registers, and the topics are created with the settings pkg/throttle wants. The
-// readers of the files are in pkg/throttle/deploycheck.
+// readers of the files are in deploy/deploycheck.
 
 import (
 	"fmt"

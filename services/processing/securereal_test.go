@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pkg/throttle/securitytest"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/securitytest"
 )
 
 // TestRealSecureServices (issue 20): processing and ingestion run as processes on a

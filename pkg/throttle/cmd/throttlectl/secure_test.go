@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/securitytest"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/securitytest"
 )
 
 // TestRealSecureThrottlectl (issue 20): throttlectl, configured only by the environment

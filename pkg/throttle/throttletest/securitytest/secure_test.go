@@ -12,7 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/securitytest"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/securitytest"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 )
 

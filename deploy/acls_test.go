@@ -1,4 +1,4 @@
-package securitytest_test
+package deploy
 
 import (
 	"maps"
@@ -11,7 +11,7 @@ import (
 // TestStrimziUsersMatchACLFile runs everywhere: the KafkaUser resources grant exactly what
 // deploy/acls/acls.yaml, which the secured-cluster tests apply, says.
 func TestStrimziUsersMatchACLFile(t *testing.T) {
-	root := "../../.."
+	root := ".."
 	want := deploycheck.ACLs(t, root)
 	got := deploycheck.StrimziUsers(t, root)
 	var users []string
