@@ -1,7 +1,7 @@
 # Sluice: every target works on a fresh machine with only Go (and, for the e2e suite,
 # a Docker engine) installed.
 
-MODULES := pkg/throttle pkg/throttle/throttletest services/ingestion services/processing deploy deploy/local e2e
+MODULES := pkg/throttle pkg/throttle/throttletest services/platform services/ingestion services/processing services/throttlectl deploy deploy/local e2e
 GO ?= go
 
 .PHONY: all build test test-short bench bench-kafka fuzz vet check-modules run generate clean kafka test-kafka
@@ -65,7 +65,7 @@ endif
 ## services on a real KRaft cluster of 3 nodes (SLUICE_TEST_KAFKA=real), one cluster per
 ## test package; -p 1 so that only one cluster runs at a time. Every module runs, and
 ## the target fails if any failed.
-KAFKA_TEST_MODULES := pkg/throttle pkg/throttle/throttletest services/ingestion services/processing
+KAFKA_TEST_MODULES := pkg/throttle pkg/throttle/throttletest services/ingestion services/processing services/throttlectl
 test-kafka: kafka
 	@status=0; for m in $(KAFKA_TEST_MODULES); do echo "== $$m on Apache Kafka $(KAFKA_VERSION)"; \
 		(cd $$m && SLUICE_TEST_KAFKA=real SLUICE_KAFKA_LIBS=$(KAFKA_LIBS) $(GO) test -race -count=1 -p 1 -timeout 40m ./...) || status=1; \
@@ -95,8 +95,8 @@ FUZZ_TARGETS := \
 	pkg/throttle:.:FuzzFastDecodeMatchesGoavro \
 	pkg/throttle:.:FuzzRecordToRule \
 	pkg/throttle:.:FuzzBatchRecords \
-	pkg/throttle:./event:FuzzDecode \
-	pkg/throttle:./event:FuzzAppendMatchesEncodingJSON \
+	services/platform:./event:FuzzDecode \
+	services/platform:./event:FuzzAppendMatchesEncodingJSON \
 	services/ingestion:./internal/server:FuzzParseEvents \
 	services/ingestion:./internal/server:FuzzParseEventsAgainstEncodingJSON \
 	services/ingestion:./internal/limit:FuzzLimiterMatchesExactGCRA

@@ -216,7 +216,7 @@ func buildAll(ctx context.Context) (images, error) {
 		{"local", "deploy/local"},
 		{"probe", "e2e/cmd/probe"},
 		{"kafkatools", "e2e/cmd/kafkatools"},
-		{"throttlectl", "pkg/throttle/cmd/throttlectl"},
+		{"throttlectl", "services/throttlectl"},
 	} {
 		out, err := filepath.Abs(filepath.Join(bin, b.name))
 		if err != nil {

@@ -3,8 +3,6 @@ module github.com/sluice-dev/sluice/pkg/throttle
 go 1.26.0
 
 require (
-	github.com/caarlos0/env/v11 v11.4.2
-	github.com/go-json-experiment/json v0.0.0-20260820222146-c27c302e5fc3
 	github.com/google/uuid v1.6.0
 	github.com/linkedin/goavro/v2 v2.15.0
 	github.com/riferrei/srclient v0.7.3
@@ -18,10 +16,7 @@ require (
 	golang.org/x/time v0.16.0
 )
 
-require (
-	github.com/hamba/avro/v2 v2.31.0 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
-)
+require github.com/hamba/avro/v2 v2.31.0 // indirect
 
 require (
 	github.com/go-viper/mapstructure/v2 v2.4.0 // indirect
@@ -32,7 +27,6 @@ require (
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/santhosh-tekuri/jsonschema/v5 v5.0.0 // indirect
-	github.com/sluice-dev/sluice/deploy v0.0.0 // indirect
 	github.com/sluice-dev/sluice/pkg/throttle/throttletest v0.0.0
 	github.com/xdg-go/pbkdf2 v1.0.0 // indirect
 	github.com/xdg-go/scram v1.1.2 // indirect

@@ -21,10 +21,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 // benchCustomers spread the events over the events topic's partitions. Every one has a

@@ -20,12 +20,12 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/deploy/deploycheck"
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
+	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/tableview"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
 )
 
 const (

@@ -5,9 +5,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
-	health "github.com/sluice-dev/sluice/pkg/throttle/healthcheck"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
+	health "github.com/sluice-dev/sluice/services/platform/healthcheck"
 )
 
 // healthcheckTimeout bounds the whole probe, below Docker's default HEALTHCHECK timeout.

@@ -23,13 +23,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/fleet"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/server"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 func main() {

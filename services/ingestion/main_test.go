@@ -18,10 +18,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 const throttleTopic = "sluice.throttles"

@@ -19,9 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/deploy/deploycheck"
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
+	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"
 	"github.com/sluice-dev/sluice/services/processing/internal/detect"

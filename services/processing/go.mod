@@ -34,6 +34,7 @@ require (
 	github.com/santhosh-tekuri/jsonschema/v5 v5.0.0 // indirect
 	github.com/sluice-dev/sluice/deploy v0.0.0
 	github.com/sluice-dev/sluice/pkg/throttle/throttletest v0.0.0
+	github.com/sluice-dev/sluice/services/platform v0.0.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.0 // indirect
 	github.com/twmb/franz-go/pkg/sr v1.8.0 // indirect
@@ -53,3 +54,5 @@ replace github.com/sluice-dev/sluice/pkg/throttle => ../../pkg/throttle
 replace github.com/sluice-dev/sluice/deploy => ../../deploy
 
 replace github.com/sluice-dev/sluice/pkg/throttle/throttletest => ../../pkg/throttle/throttletest
+
+replace github.com/sluice-dev/sluice/services/platform => ../platform

@@ -5,8 +5,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
-	health "github.com/sluice-dev/sluice/pkg/throttle/healthcheck"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
+	health "github.com/sluice-dev/sluice/services/platform/healthcheck"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
 )
 

@@ -12,7 +12,7 @@ import (
 )
 
 // healthcheck turns the probe into the exit code, the reason on stderr. The probe
-// itself (wildcard addresses, status codes, deadline) is tested in pkg/throttle/healthcheck.
+// itself (wildcard addresses, status codes, deadline) is tested in services/platform/healthcheck.
 func TestHealthcheck(t *testing.T) {
 	var status atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

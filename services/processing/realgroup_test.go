@@ -17,8 +17,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 // TestRealConsumerGroupKill (issue 17 (d)): two ingestion replicas and two processing

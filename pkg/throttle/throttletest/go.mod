@@ -25,6 +25,7 @@ require (
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/riferrei/srclient v0.7.3 // indirect
 	github.com/santhosh-tekuri/jsonschema/v5 v5.0.0 // indirect
+	github.com/sluice-dev/sluice/services/platform v0.0.0
 	github.com/xdg-go/pbkdf2 v1.0.0 // indirect
 	github.com/xdg-go/scram v1.1.2 // indirect
 	github.com/xdg-go/stringprep v1.0.4 // indirect
@@ -39,3 +40,5 @@ replace (
 	github.com/sluice-dev/sluice/deploy => ../../../deploy
 	github.com/sluice-dev/sluice/pkg/throttle => ../
 )
+
+replace github.com/sluice-dev/sluice/services/platform => ../../../services/platform

@@ -12,8 +12,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/securitytest"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/securitytest"
 )
 
 // TestSecureKafka runs every check on one secured cluster: a start costs tens of

@@ -25,12 +25,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/deploy/deploycheck"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
+	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 // Extra principals beside the programs of the ACL file.

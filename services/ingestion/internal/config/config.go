@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
 )
 
 // Config is everything the ingestion service reads from its environment.

@@ -12,10 +12,10 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 // postEvents takes one event or an array of one customer's events.

@@ -17,11 +17,11 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/tableview"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 var t0 = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)

@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
+	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/detect"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
 )

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
+	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/clocktest"
 	"github.com/sluice-dev/sluice/services/processing/internal/detect"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
 )
 
 func TestLoadDefaultsWorkLocally(t *testing.T) {

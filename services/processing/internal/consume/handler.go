@@ -8,7 +8,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/event"
+	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
 // Item is one decoded event and the record it came in, for its key, headers and value.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pkg/throttle/healthcheck"
+	"github.com/sluice-dev/sluice/services/platform/healthcheck"
 )
 
 func TestProbe(t *testing.T) {

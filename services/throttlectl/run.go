@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
-	"github.com/sluice-dev/sluice/pkg/throttle/envconfig"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
 )
 
 // Exit codes, documented in README.md. Scripts branch on them, so they never change
