@@ -173,7 +173,10 @@ func decodeAppended(b []byte) (Event, bool) {
 	e.Customer, rest = string(customer), r[len(customer)+1:]
 	if len(rest) > 0 {
 		payload, ok := bytes.CutPrefix(rest, []byte(`,"payload":`))
-		if !ok || !jsontext.Value(payload).IsValid() {
+		// One JSON value as Append writes it, without the white space around it that
+		// IsValid allows and encoding/json leaves out of a RawMessage.
+		if !ok || !jsontext.Value(payload).IsValid() || len(payload) == 0 ||
+			isSpace(payload[0]) || isSpace(payload[len(payload)-1]) {
 			return Event{}, false
 		}
 		e.Payload = bytes.Clone(payload)
@@ -181,6 +184,9 @@ func decodeAppended(b []byte) (Event, bool) {
 	e.IngestedAt = at
 	return e, true
 }
+
+// isSpace reports whether c is JSON white space.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // plain returns the text of b up to the first quote, if that text needs no unescaping:
 // printable ASCII without a backslash.
