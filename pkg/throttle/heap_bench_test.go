@@ -49,7 +49,7 @@ func BenchmarkHeapPerThrottle(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		t.publish()
+		t.makeVisible()
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		if n := t.Stats().Active; n != benchCustomers {

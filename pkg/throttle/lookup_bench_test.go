@@ -29,7 +29,7 @@ func benchTable(b *testing.B) (*Table, []string) {
 		names[i] = "customer-" + strconv.Itoa(i)
 		tb.set(names[i], Record{ID: names[i], Customer: names[i], Limit: 20, Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Hour), SetBy: "bench"})
 	}
-	tb.publish()
+	tb.makeVisible()
 	return tb, names
 }
 

@@ -131,7 +131,7 @@ func (f *fixture) sweepingWith(observe func(throttle.Change), tableOpts []thrott
 	f.t.Helper()
 	var sw *throttle.Sweeper
 	var mu sync.Mutex
-	tb := f.start(append(tableOpts, throttle.WithExpirySweep(10*time.Millisecond), throttle.WithObserver(func(c throttle.Change) {
+	tb := f.start(append(tableOpts, throttle.WithForgetInterval(10*time.Millisecond), throttle.WithObserver(func(c throttle.Change) {
 		if observe != nil {
 			observe(c)
 		}

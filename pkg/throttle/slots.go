@@ -39,7 +39,7 @@ type slot struct {
 // following run back, so there are no deletion markers and probe runs stay short.
 //
 // A shard's readers only ever see a slotTable that no one writes any more: writers
-// change a table in place only while it is unpublished, and otherwise change a copy.
+// change a table in place only while it is not yet visible, and otherwise change a copy.
 type slotTable struct {
 	slots   []slot
 	details []*ruleDetail // details[i] belongs to slots[i]

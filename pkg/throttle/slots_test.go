@@ -113,7 +113,7 @@ func TestCustomerIDsOfEveryLength(t *testing.T) {
 	tb.set("short-expiring", Record{ID: "e1", Customer: "short-expiring", ExpiresAt: now.Add(-time.Second)})
 	long := strings.Repeat("e", 2*inlineKey)
 	tb.set(long, Record{ID: "e2", Customer: long, ExpiresAt: now.Add(-time.Second)})
-	tb.publish()
+	tb.makeVisible()
 
 	check := func(stage string, gone map[string]bool) {
 		t.Helper()
@@ -136,12 +136,12 @@ func TestCustomerIDsOfEveryLength(t *testing.T) {
 	}
 	check("after publish", nil)
 
-	tb.sweep()
+	tb.forgetExpired()
 	if got := tb.Stats().Active; got != len(names) {
-		t.Fatalf("after sweep: %d active, want %d", got, len(names))
+		t.Fatalf("after forgetExpired: %d active, want %d", got, len(names))
 	}
 	if _, kept := tb.held(long); kept {
-		t.Fatal("expired throttle under a long id still held after the sweep")
+		t.Fatal("expired throttle under a long id still held after forgetExpired")
 	}
 
 	gone := map[string]bool{}

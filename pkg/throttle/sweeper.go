@@ -51,11 +51,11 @@ type Sweeper struct {
 	table *Table
 	cfg   sweeperConfig
 
-	mu        sync.Mutex
-	expired   map[string]Record // customer → expired throttle to tombstone
-	republish map[string]Record // customer → throttle hidden behind a stale tombstone
-	moved     map[string]Record // customer → throttle left on its key's old partition
-	wake      chan struct{}
+	mu      sync.Mutex
+	expired map[string]Record // customer → expired throttle to tombstone
+	hidden  map[string]Record // customer → throttle hidden behind a stale tombstone or a poison record
+	moved   map[string]Record // customer → throttle left on its key's old partition
+	wake    chan struct{}
 }
 
 // SweeperOption configures a Sweeper.
@@ -117,7 +117,7 @@ func NewSweeper(pub *Publisher, table *Table, opts ...SweeperOption) (*Sweeper, 
 	}
 	return &Sweeper{
 		pub: pub, table: table, cfg: cfg,
-		expired: map[string]Record{}, republish: map[string]Record{}, moved: map[string]Record{},
+		expired: map[string]Record{}, hidden: map[string]Record{}, moved: map[string]Record{},
 		wake: make(chan struct{}, 1),
 	}, nil
 }
@@ -135,10 +135,10 @@ func (s *Sweeper) Observe(c Change) {
 		delete(s.expired, c.Customer)
 	case ChangeLifted:
 		delete(s.expired, c.Customer)
-		delete(s.republish, c.Customer)
+		delete(s.hidden, c.Customer)
 		delete(s.moved, c.Customer)
 	case ChangeStaleTombstone, ChangePoisoned:
-		s.republish[c.Customer] = c.Record
+		s.hidden[c.Customer] = c.Record
 	case ChangeMoved:
 		s.moved[c.Customer] = c.Record
 	}
@@ -153,7 +153,7 @@ func (s *Sweeper) Observe(c Change) {
 func (s *Sweeper) Pending() (tombstones, republications int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.expired), len(s.republish) + len(s.moved)
+	return len(s.expired), len(s.hidden) + len(s.moved)
 }
 
 // Run works until ctx ends, then returns nil. It acts only while the table is ready:
@@ -169,21 +169,20 @@ func (s *Sweeper) Run(ctx context.Context) error {
 		case <-s.wake:
 		}
 		if s.table.Ready() {
-			s.sweep(ctx)
+			now := s.cfg.clock()
+			s.republish(ctx, now)
+			s.tombstoneExpired(ctx, now)
 		}
 	}
 }
 
-func (s *Sweeper) sweep(ctx context.Context) {
-	now := s.cfg.clock()
+// republish writes again, unchanged, the throttles a table no longer counts although
+// they are current: moved to another partition by added partitions, or hidden behind a
+// stale expiry tombstone or a poison record.
+func (s *Sweeper) republish(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	var tombs, again, moved []Record
-	for _, r := range s.expired {
-		if !now.Before(r.ExpiresAt.Add(s.cfg.grace)) {
-			tombs = append(tombs, r)
-		}
-	}
-	for _, r := range s.republish {
+	var again, moved []Record
+	for _, r := range s.hidden {
 		again = append(again, r)
 	}
 	for _, r := range s.moved {
@@ -211,7 +210,7 @@ func (s *Sweeper) sweep(ctx context.Context) {
 	for _, r := range again {
 		cur, ok := s.table.Get(r.Customer)
 		if !ok || cur.ID != r.ID {
-			s.done(s.republish, r) // expired or replaced since: nothing to repair
+			s.done(s.hidden, r) // expired or replaced since: nothing to repair
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
@@ -222,9 +221,22 @@ func (s *Sweeper) sweep(ctx context.Context) {
 			continue
 		}
 		s.cfg.log.Info("re-published throttle after a stale expiry tombstone", zap.String("customer", r.Customer), zap.String("throttle_id", r.ID))
-		s.done(s.republish, r)
+		s.done(s.hidden, r)
 	}
 
+}
+
+// tombstoneExpired writes an expiry tombstone for each throttle expired longer than the
+// grace ago, unless the table holds a newer one for its customer.
+func (s *Sweeper) tombstoneExpired(ctx context.Context, now time.Time) {
+	s.mu.Lock()
+	var tombs []Record
+	for _, r := range s.expired {
+		if !now.Before(r.ExpiresAt.Add(s.cfg.grace)) {
+			tombs = append(tombs, r)
+		}
+	}
+	s.mu.Unlock()
 	for _, r := range tombs {
 		if cur, ok := s.table.Lookup(r.Customer); ok && cur.ID() != r.ID {
 			s.done(s.expired, r) // renewed: the newer throttle stays

@@ -90,13 +90,13 @@ type Change struct {
 }
 
 type tableConfig struct {
-	observer   func(Change)
-	clock      func() time.Time
-	sweepEvery time.Duration
+	observer    func(Change)
+	clock       func() time.Time
+	forgetEvery time.Duration
 }
 
 func defaultTableConfig() tableConfig {
-	return tableConfig{clock: time.Now, sweepEvery: time.Second}
+	return tableConfig{clock: time.Now, forgetEvery: time.Second}
 }
 
 // WithObserver registers a function called for every change, on the goroutine that
@@ -114,10 +114,10 @@ func WithClock(now func() time.Time) Option {
 	})
 }
 
-// WithExpirySweep sets how often expired throttles are forgotten (default 1s). Lookups
+// WithForgetInterval sets how often expired throttles are forgotten (default 1s). Lookups
 // treat a throttle as absent from its expiry on regardless.
-func WithExpirySweep(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.sweepEvery = d })
+func WithForgetInterval(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.forgetEvery = d })
 }
 
 const shardCount = 256
@@ -130,7 +130,7 @@ const clockTick = 5 * time.Millisecond
 // It rebuilds itself by reading every partition from offset zero, is ready once it has
 // reached the end offsets the partitions had at start, and then follows new records.
 //
-// Lookup is lock-free and allocation-free: each of 256 shards publishes an immutable
+// Lookup is lock-free and allocation-free: each of 256 shards makes visible an immutable
 // slot table (see slot) through an atomic pointer. Before the table is ready, writers
 // fill their tables in place and Lookup sees nothing; at ready those tables are handed to
 // readers as they are, and from then on a write copies its one shard (throttles change
@@ -145,7 +145,7 @@ type Table struct {
 	shards   [shardCount]shard
 
 	filter    atomic.Pointer[filter]
-	filterMu  sync.Mutex   // writers: set() adds, sweep() swaps in a rebuilt filter
+	filterMu  sync.Mutex   // writers: set() adds, forgetExpired() swaps in a rebuilt filter
 	filterAdd atomic.Int64 // adds since the last rebuild
 
 	// now is a coarse clock (unix milliseconds, as Rule keeps expiries) that Run
@@ -153,10 +153,10 @@ type Table struct {
 	// Lookup.
 	now atomic.Int64
 
-	poison   [len(poisonReasons)]atomic.Int64
-	retries  atomic.Int64 // records retried because the registry was unavailable
-	applied  atomic.Int64
-	sweepRun sync.Mutex // one sweep at a time
+	poison    [len(poisonReasons)]atomic.Int64
+	retries   atomic.Int64 // records retried because the registry was unavailable
+	applied   atomic.Int64
+	forgetRun sync.Mutex // one forgetExpired at a time
 
 	internMu sync.Mutex
 	interned map[string]string
@@ -171,28 +171,28 @@ var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad
 
 // A shard holds the throttles of the customers whose hash ends in its index.
 type shard struct {
-	mu        sync.Mutex                // writers only
-	building  *slotTable                // before ready: written in place, not visible
-	published atomic.Pointer[slotTable] // after ready: immutable, copied on write
+	mu       sync.Mutex                // writers only
+	building *slotTable                // before ready: written in place, not visible
+	visible  atomic.Pointer[slotTable] // after ready: immutable, copied on write
 }
 
 // current is the shard's table as its writers see it: the building one until the table
-// is ready, the published one after. The caller holds mu.
+// is ready, the visible one after. The caller holds mu.
 func (s *shard) current() *slotTable {
 	if s.building != nil {
 		return s.building
 	}
-	return s.published.Load()
+	return s.visible.Load()
 }
 
 // update applies change to the shard's table: in place while building, else to a copy
-// that then replaces the published one. The caller holds mu.
+// that then replaces the visible one. The caller holds mu.
 func (s *shard) update(change func(*slotTable) *slotTable) {
 	if s.building != nil {
 		s.building = change(s.building)
 		return
 	}
-	s.published.Store(change(s.published.Load().clone()))
+	s.visible.Store(change(s.visible.Load().clone()))
 }
 
 // hashParts splits a customer's hash: the low byte picks the shard, bits 8-27 the
@@ -211,8 +211,8 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 		return nil, errors.New("new table: codec is nil")
 	}
 	o := buildOptions(opts)
-	if o.sweepEvery <= 0 {
-		return nil, errors.New("new table: expiry sweep interval must be positive")
+	if o.forgetEvery <= 0 {
+		return nil, errors.New("new table: forget interval must be positive")
 	}
 	t := &Table{topic: topic, codec: codec, cfg: o.tableConfig, log: o.log.With(zap.String("topic", topic)), seed: maphash.MakeSeed()}
 	for i := range t.shards {
@@ -220,7 +220,7 @@ func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Tabl
 	}
 	t.now.Store(t.cfg.clock().UnixMilli())
 	t.filter.Store(new(filter))
-	o.onCaughtUpHook = t.publish
+	o.onCaughtUpHook = t.makeVisible
 	o.onPartitions = t.repartition
 	f, err := newFollower(kc, topic, t.apply, o)
 	if err != nil {
@@ -254,14 +254,14 @@ func (t *Table) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		tick := time.NewTicker(t.cfg.sweepEvery)
+		tick := time.NewTicker(t.cfg.forgetEvery)
 		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				t.sweep()
+				t.forgetExpired()
 			}
 		}
 	}()
@@ -287,7 +287,7 @@ func (t *Table) Lookup(customer string) (Rule, bool) {
 		return Rule{}, false
 	}
 	sh, sl := hashParts(h)
-	st := t.shards[sh].published.Load()
+	st := t.shards[sh].visible.Load()
 	if st == nil {
 		return Rule{}, false
 	}
@@ -313,7 +313,7 @@ func (t *Table) Active() []Record {
 	now := t.cfg.clock()
 	var out []Record
 	for i := range t.shards {
-		if st := t.shards[i].published.Load(); st != nil {
+		if st := t.shards[i].visible.Load(); st != nil {
 			for i := range st.all() {
 				if r := st.rule(i); r.Active(now) {
 					out = append(out, r.Record(st.customer(i)))
@@ -353,7 +353,7 @@ func (t *Table) Stats() TableStats {
 	}
 	now := t.cfg.clock()
 	for i := range t.shards {
-		if st := t.shards[i].published.Load(); st != nil {
+		if st := t.shards[i].visible.Load(); st != nil {
 			for i := range st.all() {
 				if st.rule(i).Active(now) {
 					s.Active++
@@ -372,7 +372,7 @@ const filterBits = 1 << 20
 
 // filter is a one-hash Bloom filter over the customers that have (or had) a throttle.
 // Bits are only ever set, so a lookup never misses a throttle; stale bits of removed
-// throttles cost a table probe and are dropped when the sweep rebuilds the filter.
+// throttles cost a table probe and are dropped when forgetExpired rebuilds the filter.
 type filter [filterBits / 64]atomic.Uint64
 
 func filterBit(h uint64) uint64 { return (h >> 8) % filterBits } // low bits pick the shard
@@ -534,7 +534,7 @@ func (t *Table) set(customer string, r Record) {
 	rule, d := r.split()
 	s.mu.Lock()
 	if s.building != nil {
-		// No reader sees this table yet, and publish sets the filter bits of all it
+		// No reader sees this table yet, and makeVisible sets the filter bits of all it
 		// holds: a rebuild need not take the filter's shared lock for every record.
 		s.building = s.building.put(sl, customer, rule, d)
 		s.mu.Unlock()
@@ -546,7 +546,7 @@ func (t *Table) set(customer string, r Record) {
 	t.filter.Load().add(h)
 	t.filterMu.Unlock()
 	t.filterAdd.Add(1)
-	s.mu.Lock() // building stays nil once published
+	s.mu.Lock() // building stays nil once visible
 	defer s.mu.Unlock()
 	s.update(func(st *slotTable) *slotTable { return st.put(sl, customer, rule, d) })
 }
@@ -660,10 +660,10 @@ func (s *shard) removeIf(drop func(st *slotTable, i int) bool) []Record {
 	return gone
 }
 
-// publish hands the tables built while rebuilding to readers, each after the filter bits
+// makeVisible hands the tables built while rebuilding to readers, each after the filter bits
 // of its throttles (set skips them while building). It runs once, when the Follower
 // first catches up.
-func (t *Table) publish() {
+func (t *Table) makeVisible() {
 	t.filterMu.Lock() // as in rebuildFilter: no filter swap may drop the bits added here
 	defer t.filterMu.Unlock()
 	f := t.filter.Load()
@@ -673,16 +673,16 @@ func (t *Table) publish() {
 		for j := range s.building.all() {
 			f.add(maphash.Bytes(t.seed, s.building.keyBytes(j)))
 		}
-		s.published.Store(s.building)
+		s.visible.Store(s.building)
 		s.building = nil
 		s.mu.Unlock()
 	}
 }
 
-// sweep forgets expired throttles, so memory does not grow with them.
-func (t *Table) sweep() {
-	t.sweepRun.Lock()
-	defer t.sweepRun.Unlock()
+// forgetExpired forgets expired throttles, so memory does not grow with them.
+func (t *Table) forgetExpired() {
+	t.forgetRun.Lock()
+	defer t.forgetRun.Unlock()
 	defer t.rebuildFilter()
 	now := t.cfg.clock()
 	for i := range t.shards {

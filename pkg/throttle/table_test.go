@@ -425,7 +425,7 @@ func TestTableExpiryWithoutTombstone(t *testing.T) {
 	old.CreatedAt, old.ExpiresAt = old.CreatedAt.Add(-2*time.Hour), old.ExpiresAt.Add(-2*time.Hour) // expired before the rebuild
 	f.put(f.msg(0, short), f.msg(0, long), f.msg(0, old))
 	var expired []string
-	tb := f.run(throttle.WithClock(clock), throttle.WithExpirySweep(10*time.Millisecond), throttle.WithObserver(func(c throttle.Change) {
+	tb := f.run(throttle.WithClock(clock), throttle.WithForgetInterval(10*time.Millisecond), throttle.WithObserver(func(c throttle.Change) {
 		if c.Kind == throttle.ChangeExpired {
 			mu.Lock()
 			expired = append(expired, c.Customer)

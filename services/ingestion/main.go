@@ -149,7 +149,7 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 		// Run even if the topic could not be ensured: it answers every buffered request.
 		_ = out.Run(bg)
 	})
-	wg.Go(func() { sweep(bg, limiter) })
+	wg.Go(func() { forgetFullBuckets(bg, limiter) })
 
 	hs := &http.Server{
 		Handler:           srv.Handler(),
@@ -261,9 +261,9 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) {
 	}
 }
 
-// sweep forgets full limiter buckets now and then, so memory follows the customers
+// forgetFullBuckets forgets full limiter buckets now and then, so memory follows the customers
 // throttled recently rather than every customer ever throttled.
-func sweep(ctx context.Context, l *limit.Limiter) {
+func forgetFullBuckets(ctx context.Context, l *limit.Limiter) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -271,7 +271,7 @@ func sweep(ctx context.Context, l *limit.Limiter) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			l.Sweep(now)
+			l.ForgetFull(now)
 		}
 	}
 }

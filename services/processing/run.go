@@ -31,14 +31,14 @@ const startTimeout = 2 * time.Minute
 // then drains within cfg.ShutdownTimeout: stop consuming, commit what was handled, flush
 // the writers, stop the HTTP server, the table and the sweeper.
 func run(ctx context.Context, log *zap.Logger, cfg config.Config) error {
-	return runWith(ctx, log, cfg, newThrottleStore)
+	return runWith(ctx, log, cfg, newThrottleTopic)
 }
 
-// storeFunc builds the throttle store; tests pass an in-memory one.
-type storeFunc func(kc throttle.KafkaConfig, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleStore, error)
+// topicFunc builds the throttle topic's writer, table and sweeper; tests pass an in-memory one.
+type topicFunc func(kc throttle.KafkaConfig, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleTopic, error)
 
-// runWith is run with the throttle store built by newStore.
-func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore storeFunc) error {
+// runWith is run with the throttle topic built by newTopic.
+func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic topicFunc) error {
 	log.Info("starting", cfg.LogFields()...)
 
 	kc, err := cfg.Kafka("sluice-processing-" + cfg.InstanceID)
@@ -57,7 +57,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 
-	store, err := newStore(kc, cfg, codec, log)
+	topic, err := newTopic(kc, cfg, codec, log)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 		},
 		Limit: cfg.ThrottleLimit, Window: cfg.ThrottleWindow, Duration: cfg.ThrottleDuration,
 		RenewMargin: cfg.RenewMargin, Mode: cfg.Mode(), InstanceID: cfg.InstanceID,
-	}, store.publisher, store.table, autothrottle.WithMetrics(m), autothrottle.WithLogger(log))
+	}, topic.publisher, topic.table, autothrottle.WithMetrics(m), autothrottle.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 		return err
 	}
 
-	api := admin.New(forgetOnLift{store.publisher, ctrl}, store.table,
+	api := admin.New(forgetOnLift{topic.publisher, ctrl}, topic.table,
 		admin.Config{Token: cfg.AdminToken, AllowNoToken: cfg.AdminAllowNoToken},
 		admin.WithMetrics(m),
 		admin.WithMetricsHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})),
@@ -125,7 +125,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 	defer stopConsuming()
 
 	bg := newGroup()
-	for name, f := range store.runners {
+	for name, f := range topic.runners {
 		bg.Go(name, func() error { return f(bgCtx) })
 	}
 	bg.Go("autothrottle ticker", func() error { return ctrl.Run(bgCtx, time.Second) })
@@ -139,7 +139,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 
 	consumer := newGroup()
 	var failure error
-	if err := waitReady(ctx, store.table, bg, log); err != nil {
+	if err := waitReady(ctx, topic.table, bg, log); err != nil {
 		failure = err
 	} else {
 		consumer.Go("consumer", func() error { return cons.Run(consumeCtx) })
@@ -173,8 +173,8 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newStore s
 	errs = append(errs, srv.Shutdown(sctx))
 	stopBG()
 	errs = append(errs, bg.Wait(sctx))
-	if store.close != nil {
-		errs = append(errs, within(sctx, "close throttle publisher", store.close))
+	if topic.close != nil {
+		errs = append(errs, within(sctx, "close throttle publisher", topic.close))
 	}
 	return errors.Join(errs...)
 }
@@ -209,7 +209,7 @@ func ensureTopics(ctx context.Context, kc throttle.KafkaConfig, cfg config.Confi
 
 // waitReady waits until the table has caught up with the throttle topic, so that the
 // controller renews existing throttles rather than setting duplicates.
-func waitReady(ctx context.Context, table admin.Throttles, bg *group, log *zap.Logger) error {
+func waitReady(ctx context.Context, table admin.Table, bg *group, log *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	t := time.NewTicker(100 * time.Millisecond)

@@ -50,8 +50,8 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 
 	store := throttlefake.New(time.Now)
-	fakeStore := func(throttle.KafkaConfig, config.Config, *throttle.Codec, *zap.Logger) (*throttleStore, error) {
-		return &throttleStore{
+	fakeStore := func(throttle.KafkaConfig, config.Config, *throttle.Codec, *zap.Logger) (*throttleTopic, error) {
+		return &throttleTopic{
 			publisher: store, table: store,
 			runners: map[string]func(context.Context) error{"fake table": func(ctx context.Context) error {
 				<-ctx.Done()

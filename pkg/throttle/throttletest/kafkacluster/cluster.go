@@ -104,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	sweepStale()
+	removeStaleClusters()
 	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", tempPrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("kafka cluster dir: %w", err)
@@ -561,10 +561,10 @@ func newUUID() string {
 // process id.
 const tempPrefix = "sluice-kafka-"
 
-// sweepStale removes the directories of clusters whose test process is gone: a process
+// removeStaleClusters removes the directories of clusters whose test process is gone: a process
 // that exits without Close (a test timeout, a kill) takes its nodes with it (see start)
 // but leaves their data.
-func sweepStale() {
+func removeStaleClusters() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
 	for _, d := range dirs {
 		rest := strings.TrimPrefix(filepath.Base(d), tempPrefix)

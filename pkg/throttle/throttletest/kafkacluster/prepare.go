@@ -62,7 +62,7 @@ func (c *Cluster) template(ctx context.Context) (string, error) {
 	if err != nil || c.cfg.Security != nil {
 		return data, err
 	}
-	return publish(data, final), nil
+	return renameIntoPlace(data, final), nil
 }
 
 // formatNode writes props as n's server.properties and formats its data directory.
@@ -79,10 +79,10 @@ func (c *Cluster) formatNode(ctx context.Context, n *node, props string) (string
 	return filepath.Join(n.dir, "data"), nil
 }
 
-// publish renames a freshly made file or directory to final, atomically. Where the
+// renameIntoPlace renames a freshly made file or directory to final, atomically. Where the
 // jars' directory is read-only, or a concurrent test process won the race, it returns
 // what is there, or else the private copy.
-func publish(made, final string) string {
+func renameIntoPlace(made, final string) string {
 	if err := os.Rename(made, final); err != nil {
 		if _, statErr := os.Stat(final); statErr == nil {
 			return final
@@ -163,7 +163,7 @@ func (c *Cluster) classArchive(ctx context.Context) string {
 	if _, err := os.Stat(made); err != nil {
 		return ""
 	}
-	return publish(made, final)
+	return renameIntoPlace(made, final)
 }
 
 // jvmKey names what an archive is valid for: this java binary (the archive holds its

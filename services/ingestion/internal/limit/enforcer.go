@@ -6,9 +6,9 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
-// Throttles finds a customer's active throttle. *throttle.Table satisfies it; it returns
+// Table finds a customer's active throttle. *throttle.Table satisfies it; it returns
 // nothing until the table is ready (callers check readiness first).
-type Throttles interface {
+type Table interface {
 	Lookup(customer string) (throttle.Rule, bool)
 }
 
@@ -63,21 +63,21 @@ type Decision struct {
 
 // Enforcer decides requests against the throttle table.
 type Enforcer struct {
-	throttles Throttles
-	fleet     Fleet
-	limiter   *Limiter
+	table   Table
+	fleet   Fleet
+	limiter *Limiter
 }
 
 // NewEnforcer returns an Enforcer. A nil fleet means a fleet of one (every replica
 // enforces the full limit).
-func NewEnforcer(t Throttles, f Fleet, l *Limiter) *Enforcer {
-	return &Enforcer{throttles: t, fleet: f, limiter: l}
+func NewEnforcer(t Table, f Fleet, l *Limiter) *Enforcer {
+	return &Enforcer{table: t, fleet: f, limiter: l}
 }
 
 // Decide charges n events (n ≥ 1) of customer at now, all or nothing. It never allocates
 // for a customer the limiter has seen, and never blocks on I/O.
 func (e *Enforcer) Decide(customer string, n int64, now time.Time) Decision {
-	rec, ok := e.throttles.Lookup(customer)
+	rec, ok := e.table.Lookup(customer)
 	if !ok {
 		return Decision{Verdict: Unthrottled}
 	}

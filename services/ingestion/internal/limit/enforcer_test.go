@@ -7,9 +7,9 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
-type fakeThrottles map[string]throttle.Record
+type fakeTable map[string]throttle.Record
 
-func (f fakeThrottles) Lookup(c string) (throttle.Rule, bool) {
+func (f fakeTable) Lookup(c string) (throttle.Rule, bool) {
 	r, ok := f[c]
 	return r.Rule(), ok
 }
@@ -52,7 +52,7 @@ func TestShare(t *testing.T) {
 }
 
 func TestDecide(t *testing.T) {
-	throttles := fakeThrottles{
+	throttles := fakeTable{
 		"enforced": record("enforced", "th1", 4, time.Minute, throttle.ModeEnforce),
 		"shadow":   record("shadow", "th2", 4, time.Minute, throttle.ModeShadow),
 		"zero":     record("zero", "th3", 0, time.Minute, throttle.ModeEnforce),
@@ -83,7 +83,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDecideLimitZeroRetriesAtExpiry(t *testing.T) {
-	e := NewEnforcer(fakeThrottles{"zero": record("zero", "th", 0, time.Minute, throttle.ModeEnforce)}, nil, NewLimiter())
+	e := NewEnforcer(fakeTable{"zero": record("zero", "th", 0, time.Minute, throttle.ModeEnforce)}, nil, NewLimiter())
 	d := e.Decide("zero", 1, t0)
 	if d.Verdict != Rejected || d.RetryAfter != 10*time.Minute || d.Quota.Q != 0 {
 		t.Fatalf("got %+v, want rejected, quota 0, retry after 10m (the throttle's expiry)", d)
@@ -92,7 +92,7 @@ func TestDecideLimitZeroRetriesAtExpiry(t *testing.T) {
 
 func TestDecideFollowsFleetChanges(t *testing.T) {
 	f := &fakeFleet{alive: 1, known: true}
-	e := NewEnforcer(fakeThrottles{"c": record("c", "th", 60, time.Minute, throttle.ModeEnforce)}, f, NewLimiter())
+	e := NewEnforcer(fakeTable{"c": record("c", "th", 60, time.Minute, throttle.ModeEnforce)}, f, NewLimiter())
 	if d := e.Decide("c", 1, t0); d.Quota.Q != 60 {
 		t.Fatalf("alone: quota %d, want 60", d.Quota.Q)
 	}
@@ -107,7 +107,7 @@ func TestDecideFollowsFleetChanges(t *testing.T) {
 }
 
 func TestRefundAfterAllowed(t *testing.T) {
-	e := NewEnforcer(fakeThrottles{"c": record("c", "th", 2, time.Minute, throttle.ModeEnforce)}, nil, NewLimiter())
+	e := NewEnforcer(fakeTable{"c": record("c", "th", 2, time.Minute, throttle.ModeEnforce)}, nil, NewLimiter())
 	d := e.Decide("c", 2, t0)
 	if d.Verdict != Allowed {
 		t.Fatalf("got %s, want allowed", d.Verdict)
@@ -123,7 +123,7 @@ func TestRefundAfterAllowed(t *testing.T) {
 func BenchmarkDecide(b *testing.B) {
 	rec := record("acme", "th1", 1<<40, time.Second, throttle.ModeEnforce)
 	rec.ExpiresAt = time.Now().Add(time.Hour)
-	e := NewEnforcer(fakeThrottles{"acme": rec}, &fakeFleet{alive: 3, known: true}, NewLimiter())
+	e := NewEnforcer(fakeTable{"acme": rec}, &fakeFleet{alive: 3, known: true}, NewLimiter())
 	now := time.Now()
 	e.Decide("acme", 1, now)
 	b.ReportAllocs()

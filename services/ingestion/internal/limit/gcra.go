@@ -149,10 +149,10 @@ func (l *Limiter) Refund(key, id string, q Quota, n int64) {
 	s.mu.Unlock()
 }
 
-// Sweep forgets the state of keys whose bucket is full at now: such state behaves
+// ForgetFull forgets the state of keys whose bucket is full at now: such state behaves
 // exactly like no state, so forgetting it changes no decision and bounds memory by the
 // customers throttled recently.
-func (l *Limiter) Sweep(now time.Time) (removed int) {
+func (l *Limiter) ForgetFull(now time.Time) (removed int) {
 	t := int64(now.Sub(l.epoch))
 	for i := range l.shards {
 		s := &l.shards[i]

@@ -168,16 +168,16 @@ func TestShrinkingQuotaNeverReportsNegativeRemaining(t *testing.T) {
 	}
 }
 
-func TestSweepForgetsOnlyFullBuckets(t *testing.T) {
+func TestForgetFullForgetsOnlyFullBuckets(t *testing.T) {
 	l := NewLimiter()
 	q := Quota{Q: 10, W: 10 * time.Second}
 	l.Take("a", "th", q, 10, t0)
 	l.Take("b", "th", q, 1, t0)
-	if n := l.Sweep(t0.Add(time.Second)); n != 1 || l.Len() != 1 {
-		t.Fatalf("sweep at 1s removed %d, kept %d; want 1 removed (b is full again), 1 kept", n, l.Len())
+	if n := l.ForgetFull(t0.Add(time.Second)); n != 1 || l.Len() != 1 {
+		t.Fatalf("ForgetFull at 1s removed %d, kept %d; want 1 removed (b is full again), 1 kept", n, l.Len())
 	}
 	if r := l.Take("a", "th", q, 1, t0.Add(time.Second)); !r.Allowed || r.Remaining != 0 {
-		t.Fatalf("a after the sweep: got %+v, want its debt kept (1 allowed, 0 remaining)", r)
+		t.Fatalf("a after ForgetFull: got %+v, want its debt kept (1 allowed, 0 remaining)", r)
 	}
 }
 

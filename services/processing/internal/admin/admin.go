@@ -24,9 +24,9 @@ type Publisher interface {
 	Lift(ctx context.Context, customer string) error
 }
 
-// Throttles is the service's copy of the throttle topic. Get and Active say nothing
+// Table is the service's copy of the throttle topic. Get and Active say nothing
 // useful until Ready.
-type Throttles interface {
+type Table interface {
 	Get(customer string) (throttle.Record, bool)
 	Active() []throttle.Record
 	Ready() bool
@@ -87,7 +87,7 @@ func WithLogger(l *zap.Logger) Option { return optionFunc(func(a *API) { a.log =
 // API serves the admin endpoints.
 type API struct {
 	pub            Publisher
-	table          Throttles
+	table          Table
 	tokenHash      [sha256.Size]byte
 	cfg            Config
 	now            func() time.Time
@@ -100,7 +100,7 @@ type API struct {
 }
 
 // New returns the API over pub and table.
-func New(pub Publisher, table Throttles, cfg Config, opts ...Option) *API {
+func New(pub Publisher, table Table, cfg Config, opts ...Option) *API {
 	a := &API{pub: pub, table: table, cfg: cfg, now: time.Now, newID: uuid.NewString}
 	// The token is compared as a hash so the comparison takes the same time whatever
 	// the length of the token sent.

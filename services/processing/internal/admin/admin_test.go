@@ -27,7 +27,7 @@ var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 type server struct {
 	url   string
-	store *throttlefake.Store
+	store *throttlefake.Topic
 	clk   *clocktest.Clock
 	m     *metrics.Metrics
 }

@@ -105,17 +105,17 @@ func TestClientChosenIDSetsOneThrottle(t *testing.T) {
 	}
 }
 
-// slowStore is a publisher whose write lands at once but is acknowledged only when
+// slowTopic is a publisher whose write lands at once but is acknowledged only when
 // released, as a broker's acknowledgement can come after the client has gone.
-type slowStore struct {
-	*throttlefake.Store
+type slowTopic struct {
+	*throttlefake.Topic
 	started chan struct{}
 	release chan struct{}
 	once    sync.Once
 }
 
-func (s *slowStore) Set(ctx context.Context, r throttle.Record) error {
-	if err := s.Store.Set(context.Background(), r); err != nil {
+func (s *slowTopic) Set(ctx context.Context, r throttle.Record) error {
+	if err := s.Topic.Set(context.Background(), r); err != nil {
 		return err
 	}
 	s.once.Do(func() { close(s.started) })
@@ -131,7 +131,7 @@ func (s *slowStore) Set(ctx context.Context, r throttle.Record) error {
 // short, and the service counts and logs it as set, which is what happened.
 func TestClientGoingAwayDoesNotMisreportAPublishedThrottle(t *testing.T) {
 	clk := clocktest.New(now)
-	store := &slowStore{Store: throttlefake.New(clk.Now), started: make(chan struct{}), release: make(chan struct{})}
+	store := &slowTopic{Topic: throttlefake.New(clk.Now), started: make(chan struct{}), release: make(chan struct{})}
 	m := metrics.Discard()
 	srv := httptest.NewServer(admin.New(store, store, admin.Config{Token: token}, admin.WithClock(clk.Now), admin.WithMetrics(m)).Handler())
 	t.Cleanup(srv.Close)

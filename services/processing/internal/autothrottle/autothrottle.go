@@ -2,7 +2,7 @@
 // customer starts to overload the pipeline, renews it while the overload lasts, and
 // lets it expire when the overload ends.
 //
-// It writes through a Publisher and reads the current throttles through a Throttles
+// It writes through a Publisher and reads the current throttles through a Table
 // lookup (in the service, the shared throttle.Publisher and throttle.Table). The table
 // is the source of truth; the controller remembers what it published only to bridge the
 // moment between a write and the table reading it back.
@@ -29,8 +29,8 @@ type Publisher interface {
 	Set(ctx context.Context, r throttle.Record) error
 }
 
-// Throttles looks up a customer's current throttle.
-type Throttles interface {
+// Table looks up a customer's current throttle.
+type Table interface {
 	Get(customer string) (throttle.Record, bool)
 }
 
@@ -97,7 +97,7 @@ func WithLogger(l *zap.Logger) Option { return optionFunc(func(c *Controller) { 
 type Controller struct {
 	cfg     Config
 	pub     Publisher
-	table   Throttles
+	table   Table
 	now     func() time.Time
 	newID   func() string
 	metrics *metrics.Metrics
@@ -116,7 +116,7 @@ type issued struct {
 }
 
 // New returns a controller publishing through pub and reading throttles from table.
-func New(cfg Config, pub Publisher, table Throttles, opts ...Option) (*Controller, error) {
+func New(cfg Config, pub Publisher, table Table, opts ...Option) (*Controller, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func testConfig() Config {
 
 type harness struct {
 	clk   *clocktest.Clock
-	store *throttlefake.Store
+	store *throttlefake.Topic
 	m     *metrics.Metrics
 	ctrl  *Controller
 }

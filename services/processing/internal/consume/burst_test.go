@@ -41,7 +41,7 @@ func burst(t *testing.T, c *cluster, lag time.Duration, rates map[string]int) in
 
 // replica is one processing replica: a consumer and its own detector and controller, as
 // the service runs them, publishing to the shared store (the throttle topic).
-func startReplica(t *testing.T, c *cluster, store *throttlefake.Store, id string) *running {
+func startReplica(t *testing.T, c *cluster, store *throttlefake.Topic, id string) *running {
 	t.Helper()
 	ctrl, err := autothrottle.New(autothrottle.Config{
 		Detect: detect.Config{

@@ -15,8 +15,8 @@ import (
 // ErrInjected is what a Set or Lift returns while failures are injected.
 var ErrInjected = errors.New("throttlefake: injected failure")
 
-// Store records every write and answers lookups from the latest one per customer.
-type Store struct {
+// Topic records every write and answers lookups from the latest one per customer.
+type Topic struct {
 	mu      sync.Mutex
 	now     func() time.Time
 	lag     time.Duration
@@ -34,41 +34,41 @@ type entry struct {
 }
 
 // New returns an empty, ready store reading the time from now.
-func New(now func() time.Time) *Store {
-	return &Store{now: now, current: map[string]entry{}}
+func New(now func() time.Time) *Topic {
+	return &Topic{now: now, current: map[string]entry{}}
 }
 
 // SetLag makes writes visible to Get and Active only lag after they were made, like a
 // table reading the topic back.
-func (s *Store) SetLag(lag time.Duration) {
+func (s *Topic) SetLag(lag time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lag = lag
 }
 
 // SetReady sets what Ready answers.
-func (s *Store) SetReady(ready bool) {
+func (s *Topic) SetReady(ready bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.notRdy = !ready
 }
 
 // FailNext makes the next n Set or Lift calls fail with ErrInjected.
-func (s *Store) FailNext(n int) {
+func (s *Topic) FailNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = n
 }
 
 // Put places r in the table directly, as if read from the topic (no Set recorded).
-func (s *Store) Put(r throttle.Record) {
+func (s *Topic) Put(r throttle.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.current[r.Customer] = entry{rec: r}
 }
 
 // Set implements the publishers' Set. It rejects invalid records as the codec would.
-func (s *Store) Set(ctx context.Context, r throttle.Record) error {
+func (s *Topic) Set(ctx context.Context, r throttle.Record) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func (s *Store) Set(ctx context.Context, r throttle.Record) error {
 }
 
 // Lift implements the publishers' Lift.
-func (s *Store) Lift(ctx context.Context, customer string) error {
+func (s *Topic) Lift(ctx context.Context, customer string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (s *Store) Lift(ctx context.Context, customer string) error {
 
 // Get implements the tables' Get: the customer's latest visible record, active or
 // not (the sweeper removes expired ones).
-func (s *Store) Get(customer string) (throttle.Record, bool) {
+func (s *Topic) Get(customer string) (throttle.Record, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.current[customer]
@@ -117,7 +117,7 @@ func (s *Store) Get(customer string) (throttle.Record, bool) {
 }
 
 // Active implements the tables' Active.
-func (s *Store) Active() []throttle.Record {
+func (s *Topic) Active() []throttle.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -131,21 +131,21 @@ func (s *Store) Active() []throttle.Record {
 }
 
 // Ready implements the tables' Ready.
-func (s *Store) Ready() bool {
+func (s *Topic) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return !s.notRdy
 }
 
 // Sets returns the records written by Set, in order.
-func (s *Store) Sets() []throttle.Record {
+func (s *Topic) Sets() []throttle.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]throttle.Record(nil), s.sets...)
 }
 
 // SetsFor returns the records written for customer, in order.
-func (s *Store) SetsFor(customer string) []throttle.Record {
+func (s *Topic) SetsFor(customer string) []throttle.Record {
 	var out []throttle.Record
 	for _, r := range s.Sets() {
 		if r.Customer == customer {
@@ -156,14 +156,14 @@ func (s *Store) SetsFor(customer string) []throttle.Record {
 }
 
 // Lifts returns the customers lifted, in order.
-func (s *Store) Lifts() []string {
+func (s *Topic) Lifts() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.lifts...)
 }
 
 // Calls counts Set and Lift calls, failed ones included.
-func (s *Store) Calls() int {
+func (s *Topic) Calls() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls

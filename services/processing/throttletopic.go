@@ -13,13 +13,13 @@ import (
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
 )
 
-// throttleStore is what run needs from pkg/throttle: a way to write throttles, this
+// throttleTopic is what run needs from pkg/throttle: a way to write throttles, this
 // replica's copy of the throttle topic, and the goroutines that keep them going.
-type throttleStore struct {
+type throttleTopic struct {
 	// publisher writes throttle records and tombstones (throttle.Publisher).
 	publisher admin.Publisher
 	// table is the throttle topic read from offset zero and tailed (throttle.Table).
-	table admin.Throttles
+	table admin.Table
 	// runners are blocking Run(ctx) loops that run owns: the table's and the expiry
 	// sweeper's. Each returns nil when ctx is done.
 	runners map[string]func(ctx context.Context) error
@@ -27,13 +27,13 @@ type throttleStore struct {
 	close func() error
 }
 
-// newThrottleStore builds this replica's throttle publisher, its table of the throttle
+// newThrottleTopic builds this replica's throttle publisher, its table of the throttle
 // topic and the expiry sweeper that tombstones expired throttles (see throttle.Sweeper
 // for why a tombstone never removes a newer throttle).
 //
 // run waits for table.Ready before it consumes, so that the controller sees the
 // throttles that already exist and renews them instead of setting duplicates.
-func newThrottleStore(kc throttle.KafkaConfig, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleStore, error) {
+func newThrottleTopic(kc throttle.KafkaConfig, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleTopic, error) {
 	pub, err := throttle.NewPublisher(kc, cfg.ThrottleTopic, codec)
 	if err != nil {
 		return nil, fmt.Errorf("new throttle publisher: %w", err)
@@ -63,7 +63,7 @@ func newThrottleStore(kc throttle.KafkaConfig, cfg config.Config, codec *throttl
 		return nil, fmt.Errorf("new expiry sweeper: %w", err)
 	}
 	sweeper.Store(sw)
-	return &throttleStore{
+	return &throttleTopic{
 		publisher: pub,
 		table:     table,
 		runners:   map[string]func(context.Context) error{"throttle table": table.Run, "expiry sweeper": sw.Run},

@@ -38,7 +38,7 @@ func TestServiceWithRealThrottleStore(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- runWith(ctx, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), cfg, newThrottleStore)
+		done <- runWith(ctx, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), cfg, newThrottleTopic)
 	}()
 
 	waitFor := func(what string, cond func() bool) { t.Helper(); waitService(t, done, what, cond) }
