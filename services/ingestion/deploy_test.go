@@ -24,7 +24,6 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
-	"github.com/sluice-dev/sluice/services/ingestion/internal/tableview"
 	"github.com/sluice-dev/sluice/services/platform/envconfig"
 )
 
@@ -196,10 +195,10 @@ func ingestionMetrics(t *testing.T) map[string]deploycheck.Metric {
 	for _, k := range kinds {
 		m.ThrottleChanged(k, time.Millisecond, false)
 	}
-	m.WatchTable(func() tableview.Stats {
-		return tableview.Stats{
+	m.WatchTable(func() throttle.TableStats {
+		return throttle.TableStats{
 			Ready: true, Fresh: true, Active: 1,
-			Partitions: []tableview.Partition{{Partition: 0, Position: 1, End: 1, HighWatermark: 1, CaughtUp: true, Waiting: true, WaitingOffset: 1}},
+			Partitions: []throttle.PartitionProgress{{Partition: 0, Position: 1, End: 1, HighWatermark: 1, CaughtUp: true, Waiting: 1}},
 			Poison:     map[string]int64{"bad_magic": 1},
 		}
 	})

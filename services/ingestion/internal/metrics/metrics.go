@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sluice-dev/sluice/services/ingestion/internal/tableview"
+	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
 // Result is the outcome of one POST /v1/events that passed validation.
@@ -97,7 +97,7 @@ func (m *Metrics) ThrottleChanged(kind string, age time.Duration, rebuilding boo
 }
 
 // WatchTable exports the table's figures, read at each scrape.
-func (m *Metrics) WatchTable(stats func() tableview.Stats) {
+func (m *Metrics) WatchTable(stats func() throttle.TableStats) {
 	m.Registry.MustRegister(&tableCollector{stats: stats})
 }
 
@@ -135,7 +135,7 @@ func (m *Metrics) Handler() http.Handler {
 
 // tableCollector reads the table's Stats once per scrape.
 type tableCollector struct {
-	stats func() tableview.Stats
+	stats func() throttle.TableStats
 }
 
 var (
@@ -169,10 +169,10 @@ func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(s.Active))
 	for _, p := range s.Partitions {
 		part := strconv.Itoa(p.Partition)
-		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(p.Lag()), part)
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(p.Lag), part)
 		ch <- prometheus.MustNewConstMetric(descSkip, prometheus.CounterValue, float64(p.SkippedOffsets), part)
-		if p.Waiting {
-			ch <- prometheus.MustNewConstMetric(descWait, prometheus.GaugeValue, float64(p.WaitingOffset), part)
+		if p.Waiting >= 0 {
+			ch <- prometheus.MustNewConstMetric(descWait, prometheus.GaugeValue, float64(p.Waiting), part)
 		}
 	}
 	for reason, n := range s.Poison {

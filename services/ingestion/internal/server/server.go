@@ -15,7 +15,6 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
-	"github.com/sluice-dev/sluice/services/ingestion/internal/tableview"
 )
 
 // Table is the throttle table as the server reads it: readiness for every request, and
@@ -24,7 +23,7 @@ type Table interface {
 	Ready() bool
 	Get(customer string) (throttle.Record, bool)
 	Active() []throttle.Record
-	Stats() tableview.Stats
+	Stats() throttle.TableStats
 }
 
 // Sink takes accepted events to Kafka (*sink.Sink).

@@ -20,7 +20,6 @@ import (
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
-	"github.com/sluice-dev/sluice/services/ingestion/internal/tableview"
 	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
@@ -84,9 +83,9 @@ func (t *fakeTable) Active() []throttle.Record {
 	return out
 }
 
-func (t *fakeTable) Stats() tableview.Stats {
-	return tableview.Stats{Ready: t.Ready(), Fresh: true, Active: len(t.Active()),
-		Partitions: []tableview.Partition{{Partition: 0, Position: 7, End: 7, HighWatermark: 9, CaughtUp: true}}}
+func (t *fakeTable) Stats() throttle.TableStats {
+	return throttle.TableStats{Ready: t.Ready(), Fresh: true, Active: len(t.Active()),
+		Partitions: []throttle.PartitionProgress{{Partition: 0, Position: 7, End: 7, HighWatermark: 9, Lag: 2, CaughtUp: true, Waiting: -1}}}
 }
 
 type fakeFleet struct{ alive atomic.Int64 }

@@ -51,7 +51,7 @@ func (s *Server) freshness() freshnessJSON {
 	for _, p := range st.Partitions {
 		f.Partitions = append(f.Partitions, partitionJSON{
 			Partition: p.Partition, Position: p.Position, End: p.End, HighWatermark: p.HighWatermark,
-			Lag: p.Lag(), CaughtUp: p.CaughtUp,
+			Lag: p.Lag, CaughtUp: p.CaughtUp,
 		})
 	}
 	return f
