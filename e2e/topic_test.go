@@ -167,7 +167,7 @@ func replay(d topicDump, codec *throttle.Codec, now time.Time) (map[string]throt
 		}
 		rec, err := codec.Decode(r.Value)
 		switch {
-		case throttle.IsPoison(err):
+		case throttle.PoisonReason(err) != "":
 			poison++
 			continue
 		case err != nil:

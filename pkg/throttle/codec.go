@@ -131,12 +131,12 @@ func (c *Codec) Encode(r *Record) ([]byte, error) {
 }
 
 // Decode parses a Confluent-framed Avro value. Errors wrap ErrBadMagic, ErrTruncated,
-// ErrUnknownSchema, ErrBadBody or ErrInvalid for a poison record (see IsPoison), and
+// ErrUnknownSchema, ErrBadBody or ErrInvalid for a poison record (see isPoison), and
 // ErrRegistryUnavailable when the schema id is new and the registry cannot be reached: a
-// retryable condition. A tombstone (nil value) has nothing to decode: ErrTombstone.
+// retryable condition. A tombstone (nil value) has nothing to decode: errTombstone.
 func (c *Codec) Decode(value []byte) (Record, error) {
 	if value == nil {
-		return Record{}, ErrTombstone
+		return Record{}, errTombstone
 	}
 	if len(value) < headerLen {
 		return Record{}, fmt.Errorf("%w: %d bytes", ErrTruncated, len(value))
@@ -310,7 +310,7 @@ func fromNative(f map[string]any) (Record, error) {
 	r.ID = str("id", true)
 	r.Customer = str("customer", true)
 	r.Limit = long("limit")
-	if w, werr := WindowOf(long("window_ms")); werr != nil && err == nil {
+	if w, werr := windowOf(long("window_ms")); werr != nil && err == nil {
 		err = werr
 	} else {
 		r.Window = w

@@ -20,19 +20,17 @@ var (
 	// ErrRegistryUnavailable: the schema registry could not be reached to resolve a schema
 	// id not seen before. It is retryable: the record is not poison.
 	ErrRegistryUnavailable = errors.New("throttle: schema registry unavailable")
-	// ErrTombstone: a nil value was handed to Decode. Tombstones carry no record; check
+	// errTombstone: a nil value was handed to Decode. Tombstones carry no record; check
 	// for nil before decoding.
-	ErrTombstone = errors.New("throttle: tombstone has no value to decode")
+	errTombstone = errors.New("throttle: tombstone has no value to decode")
 	// ErrNotCompacted: the throttle topic exists but its cleanup.policy is not compact,
 	// so the broker would delete throttles by age.
 	ErrNotCompacted = errors.New("throttle: topic is not compacted")
-	// ErrNotReady: the table has not caught up with the topic yet.
-	ErrNotReady = errors.New("throttle: table not caught up")
 )
 
-// IsPoison reports whether a decode error means the record can never be decoded, so a
+// isPoison reports whether a decode error means the record can never be decoded, so a
 // reader should skip it and count it, as opposed to retrying later.
-func IsPoison(err error) bool {
+func isPoison(err error) bool {
 	return errors.Is(err, ErrBadMagic) || errors.Is(err, ErrTruncated) ||
 		errors.Is(err, ErrUnknownSchema) || errors.Is(err, ErrBadBody) || errors.Is(err, ErrInvalid)
 }

@@ -22,7 +22,7 @@ func decodeV1(b []byte) (Record, error) {
 	r.ID = d.str()
 	r.Customer = d.str()
 	r.Limit = d.long()
-	if w, err := WindowOf(d.long()); err != nil && d.err == nil {
+	if w, err := windowOf(d.long()); err != nil && d.err == nil {
 		d.err = err
 	} else {
 		r.Window = w

@@ -79,6 +79,7 @@ func (r *fetchRequest) RawExchange(rw io.ReadWriter) (protocol.Message, error) {
 // fetchResponse carries the decoded answer back through kafka-go's transport.
 type fetchResponse struct{ *kmsg.FetchResponse }
 
+// ApiKey names the answer kafka-go's transport expects: Fetch.
 func (*fetchResponse) ApiKey() protocol.ApiKey { return protocol.Fetch }
 
 // fetched is one partition's part of a fetch answer.

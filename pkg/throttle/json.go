@@ -61,7 +61,7 @@ func (j RecordJSON) Record() (Record, error) {
 	default:
 		return Record{}, fmt.Errorf("reason kind %q: want manual or automatic", j.Reason.Kind)
 	}
-	window, err := WindowOf(j.WindowMS)
+	window, err := windowOf(j.WindowMS)
 	if err != nil {
 		return Record{}, err
 	}

@@ -39,15 +39,15 @@ type publisherConfig struct {
 	writeTimeout time.Duration
 }
 
-// WithRetries bounds the attempts of one write and the backoff between them (default 5
+// withRetries bounds the attempts of one write and the backoff between them (default 5
 // attempts, 50ms to 1s).
-func WithRetries(attempts int, lo, hi time.Duration) PublisherOption {
+func withRetries(attempts int, lo, hi time.Duration) PublisherOption {
 	return publisherOptionFunc(func(c *publisherConfig) { c.maxAttempts, c.backoffMin, c.backoffMax = attempts, lo, hi })
 }
 
-// WithBatchTimeout sets how long the writer waits to fill a batch (default 2ms; kafka-go's
+// withBatchTimeout sets how long the writer waits to fill a batch (default 2ms; kafka-go's
 // default of 1s would make every synchronous publish take a second).
-func WithBatchTimeout(d time.Duration) PublisherOption {
+func withBatchTimeout(d time.Duration) PublisherOption {
 	return publisherOptionFunc(func(c *publisherConfig) { c.batchTimeout = d })
 }
 
@@ -99,7 +99,7 @@ func (p *Publisher) Expire(ctx context.Context, r Record) error {
 	}
 	msg := kafka.Message{Key: Key(r.Customer), Value: nil, Headers: []kafka.Header{
 		{Key: HeaderExpires, Value: []byte(r.ID)},
-		{Key: HeaderExpiresCreated, Value: strconv.AppendInt(nil, r.CreatedAt.UnixMilli(), 10)},
+		{Key: headerExpiresCreated, Value: strconv.AppendInt(nil, r.CreatedAt.UnixMilli(), 10)},
 	}}
 	return p.write(ctx, msg, "expire throttle", r.Customer)
 }

@@ -22,6 +22,7 @@ const (
 	ModeShadow
 )
 
+// String is the mode as the Avro enum and the JSON views spell it.
 func (m Mode) String() string {
 	if m == ModeShadow {
 		return "shadow"
@@ -50,6 +51,7 @@ const (
 	ReasonAutomatic
 )
 
+// String is the kind as the Avro enum and the JSON views spell it.
 func (k ReasonKind) String() string {
 	if k == ReasonAutomatic {
 		return "automatic"
@@ -105,16 +107,16 @@ func ValidateCustomer(c string) error {
 	return nil
 }
 
-// MaxWindow is the longest window a throttle can have: the longest time.Duration in whole
+// maxWindow is the longest window a throttle can have: the longest time.Duration in whole
 // milliseconds (about 292 years). The schema's window_ms can say more; such a record is
 // invalid rather than read as some other window.
-const MaxWindow = time.Duration(math.MaxInt64 / int64(time.Millisecond) * int64(time.Millisecond))
+const maxWindow = time.Duration(math.MaxInt64 / int64(time.Millisecond) * int64(time.Millisecond))
 
-// WindowOf is the window of window_ms ms, or an ErrInvalid error when it is longer than
-// MaxWindow (a time.Duration would overflow into another window).
-func WindowOf(ms int64) (time.Duration, error) {
-	if ms > int64(MaxWindow/time.Millisecond) {
-		return 0, fmt.Errorf("%w: window_ms %d is longer than the longest window enforced (%s)", ErrInvalid, ms, MaxWindow)
+// windowOf is the window of window_ms ms, or an ErrInvalid error when it is longer than
+// maxWindow (a time.Duration would overflow into another window).
+func windowOf(ms int64) (time.Duration, error) {
+	if ms > int64(maxWindow/time.Millisecond) {
+		return 0, fmt.Errorf("%w: window_ms %d is longer than the longest window enforced (%s)", ErrInvalid, ms, maxWindow)
 	}
 	return time.Duration(ms) * time.Millisecond, nil
 }

@@ -21,11 +21,11 @@ import (
 // Tombstones without the header (an operator's lift) always delete.
 const HeaderExpires = "sluice-expires-id"
 
-// HeaderExpiresCreated is the creation time (Unix milliseconds) of the throttle an expiry
+// headerExpiresCreated is the creation time (Unix milliseconds) of the throttle an expiry
 // tombstone expires. A table that holds an older throttle than that one missed the
 // expired throttle (compaction removed it before this reader got to it): the key's newest
 // state is the tombstone, so it deletes, as a table rebuilt from zero would hold nothing.
-const HeaderExpiresCreated = "sluice-expires-created"
+const headerExpiresCreated = "sluice-expires-created"
 
 // ChangeKind says what happened to a customer's throttle.
 type ChangeKind uint8
@@ -54,6 +54,7 @@ const (
 	ChangeMoved
 )
 
+// String is the kind as logs and metrics label it.
 func (k ChangeKind) String() string {
 	switch k {
 	case ChangeSet:
@@ -105,8 +106,8 @@ func WithObserver(fn func(Change)) Option {
 	return optionFunc(func(o *options) { o.observer = fn })
 }
 
-// WithClock replaces time.Now, for tests.
-func WithClock(now func() time.Time) Option {
+// withClock replaces time.Now, for tests.
+func withClock(now func() time.Time) Option {
 	return optionFunc(func(o *options) {
 		if now != nil {
 			o.clock = now
@@ -114,9 +115,9 @@ func WithClock(now func() time.Time) Option {
 	})
 }
 
-// WithForgetInterval sets how often expired throttles are forgotten (default 1s). Lookups
+// withForgetInterval sets how often expired throttles are forgotten (default 1s). Lookups
 // treat a throttle as absent from its expiry on regardless.
-func WithForgetInterval(d time.Duration) Option {
+func withForgetInterval(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.forgetEvery = d })
 }
 
@@ -410,7 +411,7 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 
 	if msg.Value == nil { // a tombstone: never handed to the decoder
 		expires := headerValue(msg, HeaderExpires)
-		created, _ := strconv.ParseInt(headerValue(msg, HeaderExpiresCreated), 10, 64) // 0: unknown
+		created, _ := strconv.ParseInt(headerValue(msg, headerExpiresCreated), 10, 64) // 0: unknown
 		prev, kept := t.del(customer, expires, created)
 		switch {
 		case kept != nil:

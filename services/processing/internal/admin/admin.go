@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -99,6 +100,9 @@ type API struct {
 	idem           idemCache
 }
 
+// errTableNotReady is /readyz's reason while the table has not caught up with the topic.
+var errTableNotReady = errors.New("throttle: table not caught up")
+
 // New returns the API over pub and table.
 func New(pub Publisher, table Table, cfg Config, opts ...Option) *API {
 	a := &API{pub: pub, table: table, cfg: cfg, now: time.Now, newID: uuid.NewString}
@@ -107,7 +111,7 @@ func New(pub Publisher, table Table, cfg Config, opts ...Option) *API {
 	a.tokenHash = sha256.Sum256([]byte(cfg.Token))
 	a.checks = []Check{{Name: "throttle table", Ready: func() error {
 		if !table.Ready() {
-			return throttle.ErrNotReady
+			return errTableNotReady
 		}
 		return nil
 	}}}

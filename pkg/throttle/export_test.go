@@ -1,0 +1,17 @@
+package throttle
+
+// Names the tests need that are not the library's API.
+const (
+	MaxWindow            = maxWindow
+	HeaderExpiresCreated = headerExpiresCreated
+)
+
+var (
+	WindowOf           = windowOf
+	ErrTombstone       = errTombstone
+	WithClock          = withClock
+	WithForgetInterval = withForgetInterval
+	WithRetries        = withRetries
+	WithBatchTimeout   = withBatchTimeout
+	IsPoison           = isPoison
+)
