@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/expiry"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -34,7 +35,7 @@ func TestSweeperRepairSurvivesCompactionBeforeIt(t *testing.T) {
 		if c.Kind == throttle.ChangeStaleTombstone {
 			once.Do(func() { close(stale); <-compacted })
 		}
-	}, nil, throttle.WithBeforeTombstone(func(r throttle.Record) {
+	}, nil, expiry.WithBeforeTombstone(func(r throttle.Record) {
 		if r.ID == t1.ID {
 			if err := p.Set(context.Background(), t2); err != nil {
 				t.Error(err)

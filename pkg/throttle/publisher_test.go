@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/expiry"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -121,15 +122,15 @@ func TestPublisherSetAndLift(t *testing.T) {
 }
 
 // sweeping starts a table and a sweeper on it, the way a processing instance runs them.
-func (f *fixture) sweeping(opts ...throttle.SweeperOption) (*throttle.Table, *throttle.Sweeper) {
+func (f *fixture) sweeping(opts ...expiry.Opt) (*throttle.Table, *expiry.Sweeper) {
 	f.t.Helper()
 	return f.sweepingWith(nil, nil, opts...)
 }
 
 // sweepingWith is sweeping with more table options, and observe also told every change.
-func (f *fixture) sweepingWith(observe func(throttle.Change), tableOpts []throttle.Option, opts ...throttle.SweeperOption) (*throttle.Table, *throttle.Sweeper) {
+func (f *fixture) sweepingWith(observe func(throttle.Change), tableOpts []throttle.Option, opts ...expiry.Opt) (*throttle.Table, *expiry.Sweeper) {
 	f.t.Helper()
-	var sw *throttle.Sweeper
+	var sw *expiry.Sweeper
 	var mu sync.Mutex
 	tb := f.start(append(tableOpts, throttle.WithForgetInterval(10*time.Millisecond), throttle.WithObserver(func(c throttle.Change) {
 		if observe != nil {
@@ -142,7 +143,7 @@ func (f *fixture) sweepingWith(observe func(throttle.Change), tableOpts []thrott
 			s.Observe(c)
 		}
 	}))...)
-	s, err := throttle.NewSweeper(f.publisher(), tb, append([]throttle.SweeperOption{throttle.WithGrace(0), throttle.WithSweepInterval(20 * time.Millisecond)}, opts...)...)
+	s, err := expiry.New(f.publisher(), tb, append([]expiry.Opt{expiry.WithGrace(0), expiry.WithInterval(20 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func (f *fixture) renewingSweeper(p *throttle.Publisher, t1, t2 throttle.Record)
 	var once sync.Once
 	var tb *throttle.Table
 	var renewed atomic.Int64 // unix ns
-	tb, _ = f.sweeping(throttle.WithBeforeTombstone(func(r throttle.Record) {
+	tb, _ = f.sweeping(expiry.WithBeforeTombstone(func(r throttle.Record) {
 		if r.ID != t1.ID {
 			return
 		}

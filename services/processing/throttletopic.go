@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/expiry"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
 	"github.com/sluice-dev/sluice/services/processing/internal/autothrottle"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
@@ -28,7 +29,7 @@ type throttleTopic struct {
 }
 
 // newThrottleTopic builds this replica's throttle publisher, its table of the throttle
-// topic and the expiry sweeper that tombstones expired throttles (see throttle.Sweeper
+// topic and the expiry sweeper that tombstones expired throttles (see expiry.Sweeper
 // for why a tombstone never removes a newer throttle).
 //
 // run waits for table.Ready before it consumes, so that the controller sees the
@@ -40,7 +41,7 @@ func newThrottleTopic(kc throttle.KafkaConfig, cfg config.Config, codec *throttl
 	}
 	// The table's observer feeds the sweeper, which needs the table: tie the knot
 	// through a pointer set once both exist, before anything runs.
-	var sweeper atomic.Pointer[throttle.Sweeper]
+	var sweeper atomic.Pointer[expiry.Sweeper]
 	table, err := throttle.NewTable(kc, cfg.ThrottleTopic, codec,
 		throttle.WithLogger(log),
 		throttle.WithObserver(func(c throttle.Change) {
@@ -57,7 +58,7 @@ func newThrottleTopic(kc throttle.KafkaConfig, cfg config.Config, codec *throttl
 		_ = pub.Close()
 		return nil, fmt.Errorf("new throttle table: %w", err)
 	}
-	sw, err := throttle.NewSweeper(pub, table, throttle.WithGrace(cfg.SweepGrace), throttle.WithSweeperLogger(log))
+	sw, err := expiry.New(pub, table, expiry.WithGrace(cfg.SweepGrace), expiry.WithLogger(log))
 	if err != nil {
 		_ = pub.Close()
 		return nil, fmt.Errorf("new expiry sweeper: %w", err)

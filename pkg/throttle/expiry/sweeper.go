@@ -1,4 +1,7 @@
-package throttle
+// Package expiry tombstones expired throttles on the throttle topic, so that compaction
+// drops them, and writes again the throttles that a table no longer counts although they
+// are current (see Sweeper). Processing runs it.
+package expiry
 
 import (
 	"context"
@@ -7,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
 )
 
 // Sweeper removes expired throttles from the topic with tombstones, so compaction drops
@@ -19,21 +24,21 @@ import (
 // The design is compare-before-delete plus repair, with no coordination between
 // processing instances:
 //  1. An expiry tombstone names the throttle it expires (header HeaderExpires). Every
-//     Table deletes only if that is still the customer's current throttle, so readers
+//     throttle.Table deletes only if that is still the customer's current throttle, so readers
 //     never lose T2, whatever the order of arrival.
 //  2. Before writing, the sweeper checks its own caught-up table and skips a customer
 //     whose current throttle is not the expired one.
-//  3. When a table sees a tombstone that names an older throttle (ChangeStaleTombstone),
+//  3. When a table sees a tombstone that names an older throttle (throttle.ChangeStaleTombstone),
 //     the sweeper publishes the current throttle again, unchanged (same ID). The log then
 //     ends with T2 again and compaction keeps it. The topic's min.compaction.lag.ms (10
 //     minutes by default) keeps the first T2 in the log until then.
 //
 // The same repair covers a poison record written under a throttled customer's key
-// (ChangePoisoned): every table skips it and keeps the throttle, but compaction would
+// (throttle.ChangePoisoned): every table skips it and keeps the throttle, but compaction would
 // keep only the poison record, and a replica rebuilding after that would not know the
 // throttle. The sweeper writes the throttle again after it.
 //
-// And it covers partitions added to the topic (ChangeMoved): a throttle whose key now
+// And it covers partitions added to the topic (throttle.ChangeMoved): a throttle whose key now
 // belongs to another partition no longer counts in any table, and the sweeper writes it
 // again, which places it on its key's new partition.
 //
@@ -47,99 +52,99 @@ import (
 // needs a consumer group or leases just for sweeping, and still has the race when
 // ownership moves.
 type Sweeper struct {
-	pub   *Publisher
-	table *Table
-	cfg   sweeperConfig
+	pub   *throttle.Publisher
+	table *throttle.Table
+	cfg   config
 
 	mu      sync.Mutex
-	expired map[string]Record // customer → expired throttle to tombstone
-	hidden  map[string]Record // customer → throttle hidden behind a stale tombstone or a poison record
-	moved   map[string]Record // customer → throttle left on its key's old partition
+	expired map[string]throttle.Record // customer → expired throttle to tombstone
+	hidden  map[string]throttle.Record // customer → throttle hidden behind a stale tombstone or a poison record
+	moved   map[string]throttle.Record // customer → throttle left on its key's old partition
 	wake    chan struct{}
 }
 
-// SweeperOption configures a Sweeper.
-type SweeperOption interface{ applySweeper(*sweeperConfig) }
+// Opt configures a Sweeper.
+type Opt interface{ apply(*config) }
 
-type sweeperOptionFunc func(*sweeperConfig)
+type optFunc func(*config)
 
-func (f sweeperOptionFunc) applySweeper(c *sweeperConfig) { f(c) }
+func (f optFunc) apply(c *config) { f(c) }
 
-type sweeperConfig struct {
+type config struct {
 	grace      time.Duration
 	interval   time.Duration
 	timeout    time.Duration
 	log        *zap.Logger
 	clock      func() time.Time
-	beforeTomb func(Record) // test hook: runs between the check and the write
+	beforeTomb func(throttle.Record) // test hook: runs between the check and the write
 }
 
 // WithGrace delays the tombstone of an expired throttle (default 30s), so a renewal
 // that is on its way usually lands first.
-func WithGrace(d time.Duration) SweeperOption {
-	return sweeperOptionFunc(func(c *sweeperConfig) { c.grace = d })
+func WithGrace(d time.Duration) Opt {
+	return optFunc(func(c *config) { c.grace = d })
 }
 
-// WithSweepInterval sets how often pending work is retried (default 1s).
-func WithSweepInterval(d time.Duration) SweeperOption {
-	return sweeperOptionFunc(func(c *sweeperConfig) { c.interval = d })
+// WithInterval sets how often pending work is retried (default 1s).
+func WithInterval(d time.Duration) Opt {
+	return optFunc(func(c *config) { c.interval = d })
 }
 
-// WithSweeperLogger sets the logger.
-func WithSweeperLogger(l *zap.Logger) SweeperOption {
-	return sweeperOptionFunc(func(c *sweeperConfig) { c.log = l })
+// WithLogger sets the logger.
+func WithLogger(l *zap.Logger) Opt {
+	return optFunc(func(c *config) { c.log = l })
 }
 
-// WithSweeperClock replaces time.Now, for tests.
-func WithSweeperClock(now func() time.Time) SweeperOption {
-	return sweeperOptionFunc(func(c *sweeperConfig) { c.clock = now })
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Opt {
+	return optFunc(func(c *config) { c.clock = now })
 }
 
 // WithBeforeTombstone runs fn after the sweeper decided to tombstone r and before it
 // writes: a fault-injection point for tests of the race described on Sweeper.
-func WithBeforeTombstone(fn func(r Record)) SweeperOption {
-	return sweeperOptionFunc(func(c *sweeperConfig) { c.beforeTomb = fn })
+func WithBeforeTombstone(fn func(r throttle.Record)) Opt {
+	return optFunc(func(c *config) { c.beforeTomb = fn })
 }
 
-// NewSweeper returns a sweeper that writes with pub and judges with table. Feed it the
+// New returns a sweeper that writes with pub and judges with table. Feed it the
 // table's changes: pass Sweeper.Observe to the table's WithObserver (directly or from
 // your own observer).
-func NewSweeper(pub *Publisher, table *Table, opts ...SweeperOption) (*Sweeper, error) {
+func New(pub *throttle.Publisher, table *throttle.Table, opts ...Opt) (*Sweeper, error) {
 	if pub == nil || table == nil {
 		return nil, errors.New("new sweeper: publisher and table are required")
 	}
-	cfg := sweeperConfig{grace: 30 * time.Second, interval: time.Second, timeout: 10 * time.Second, log: zap.NewNop(), clock: time.Now}
+	cfg := config{grace: 30 * time.Second, interval: time.Second, timeout: 10 * time.Second, log: zap.NewNop(), clock: time.Now}
 	for _, o := range opts {
-		o.applySweeper(&cfg)
+		o.apply(&cfg)
 	}
 	if cfg.grace < 0 || cfg.interval <= 0 || cfg.log == nil || cfg.clock == nil {
 		return nil, errors.New("new sweeper: grace must be >= 0, interval positive")
 	}
 	return &Sweeper{
 		pub: pub, table: table, cfg: cfg,
-		expired: map[string]Record{}, hidden: map[string]Record{}, moved: map[string]Record{},
+		expired: map[string]throttle.Record{}, hidden: map[string]throttle.Record{}, moved: map[string]throttle.Record{},
 		wake: make(chan struct{}, 1),
 	}, nil
 }
 
 // Observe takes a table change. It never blocks.
-func (s *Sweeper) Observe(c Change) {
+func (s *Sweeper) Observe(c throttle.Change) {
 	s.mu.Lock()
 	switch c.Kind {
-	case ChangeExpired:
+	case throttle.ChangeExpired:
 		if cur, ok := s.expired[c.Customer]; !ok || !cur.ExpiresAt.After(c.Record.ExpiresAt) {
 			s.expired[c.Customer] = c.Record
 		}
-	case ChangeSet:
+	case throttle.ChangeSet:
 		// A newer throttle: nothing of this customer's is due for a tombstone.
 		delete(s.expired, c.Customer)
-	case ChangeLifted:
+	case throttle.ChangeLifted:
 		delete(s.expired, c.Customer)
 		delete(s.hidden, c.Customer)
 		delete(s.moved, c.Customer)
-	case ChangeStaleTombstone, ChangePoisoned:
+	case throttle.ChangeStaleTombstone, throttle.ChangePoisoned:
 		s.hidden[c.Customer] = c.Record
-	case ChangeMoved:
+	case throttle.ChangeMoved:
 		s.moved[c.Customer] = c.Record
 	}
 	s.mu.Unlock()
@@ -181,7 +186,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 // stale expiry tombstone or a poison record.
 func (s *Sweeper) republish(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	var again, moved []Record
+	var again, moved []throttle.Record
 	for _, r := range s.hidden {
 		again = append(again, r)
 	}
@@ -230,7 +235,7 @@ func (s *Sweeper) republish(ctx context.Context, now time.Time) {
 // grace ago, unless the table holds a newer one for its customer.
 func (s *Sweeper) tombstoneExpired(ctx context.Context, now time.Time) {
 	s.mu.Lock()
-	var tombs []Record
+	var tombs []throttle.Record
 	for _, r := range s.expired {
 		if !now.Before(r.ExpiresAt.Add(s.cfg.grace)) {
 			tombs = append(tombs, r)
@@ -258,7 +263,7 @@ func (s *Sweeper) tombstoneExpired(ctx context.Context, now time.Time) {
 }
 
 // done removes r from m unless a newer entry replaced it meanwhile.
-func (s *Sweeper) done(m map[string]Record, r Record) {
+func (s *Sweeper) done(m map[string]throttle.Record, r throttle.Record) {
 	s.mu.Lock()
 	if cur, ok := m[r.Customer]; ok && cur.ID == r.ID {
 		delete(m, r.Customer)
