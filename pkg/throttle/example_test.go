@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -20,7 +21,7 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	kc := throttle.KafkaConfig{Brokers: stack.Brokers()}
+	kc := cluster.Config{Brokers: stack.Brokers()}
 	reg := throttle.RegistryConfig{URL: stack.RegistryURL()}
 	if _, err := throttle.EnsureTopic(ctx, kc, throttle.TopicSpec{Partitions: 3}); err != nil {
 		panic(err)
@@ -71,12 +72,12 @@ func ExampleRecord_Validate() {
 
 // exampleStack starts the in-process broker and registry the examples run on, with the
 // throttle topic created. A real deployment gives its brokers and registry instead.
-func exampleStack(ctx context.Context) (*throttletest.Stack, throttle.KafkaConfig, throttle.RegistryConfig) {
+func exampleStack(ctx context.Context) (*throttletest.Stack, cluster.Config, throttle.RegistryConfig) {
 	stack, err := throttletest.New(throttletest.Options{})
 	if err != nil {
 		panic(err)
 	}
-	kc := throttle.KafkaConfig{Brokers: stack.Brokers()}
+	kc := cluster.Config{Brokers: stack.Brokers()}
 	reg := throttle.RegistryConfig{URL: stack.RegistryURL()}
 	if _, err := throttle.EnsureTopic(ctx, kc, throttle.TopicSpec{Partitions: 3}); err != nil {
 		panic(err)

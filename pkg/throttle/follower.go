@@ -11,6 +11,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // A Follower reads every partition of a compacted topic from its first offset, knows when
@@ -22,7 +24,7 @@ import (
 // copy of a compacted topic needs. Table is a Follower that keeps throttles; services use
 // Followers directly for other small compacted topics (ingestion's membership topic).
 type Follower struct {
-	kc    KafkaConfig
+	kc    cluster.Config
 	topic string
 	apply ApplyFunc
 	cfg   followerConfig
@@ -116,7 +118,7 @@ func WithBackoff(lo, hi time.Duration) Option {
 }
 
 // NewFollower returns a Follower of topic. Run starts it.
-func NewFollower(kc KafkaConfig, topic string, apply ApplyFunc, opts ...Option) (*Follower, error) {
+func NewFollower(kc cluster.Config, topic string, apply ApplyFunc, opts ...Option) (*Follower, error) {
 	return newFollower(kc, topic, apply, buildOptions(opts))
 }
 
@@ -130,8 +132,8 @@ func buildOptions(opts []Option) options {
 	return o
 }
 
-func newFollower(kc KafkaConfig, topic string, apply ApplyFunc, o options) (*Follower, error) {
-	if err := kc.validate(); err != nil {
+func newFollower(kc cluster.Config, topic string, apply ApplyFunc, o options) (*Follower, error) {
+	if err := kc.Validate(); err != nil {
 		return nil, err
 	}
 	if topic == "" {
@@ -251,8 +253,8 @@ func (f *Follower) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	cl := f.kc.client(10 * time.Second)
-	tr := f.kc.transportTTL(f.cfg.metadataEvery / 2) // short, to see partitions added since
+	cl := f.kc.Client(10 * time.Second)
+	tr := f.kc.TransportTTL(f.cfg.metadataEvery / 2) // short, to see partitions added since
 	defer tr.CloseIdleConnections()
 	cl.Transport = tr
 	log := f.cfg.log.With(zap.String("topic", f.topic))

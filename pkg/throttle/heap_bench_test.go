@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // BenchmarkHeapPerThrottle applies 100,000 throttles (one per customer) through the
@@ -40,7 +42,7 @@ func BenchmarkHeapPerThrottle(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		t, err := NewTable(KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, "heap", codec)
+		t, err := NewTable(cluster.Config{Brokers: []string{"127.0.0.1:1"}}, "heap", codec)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -24,7 +25,7 @@ func TestLeaderMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	kc := throttle.KafkaConfig{Brokers: c.ListenAddrs()}
+	kc := cluster.Config{Brokers: c.ListenAddrs()}
 	f := &fixture{t: t, s: s, topic: "moving", codec: s.Codec(t, "moving"), parts: 1}
 	write := func(customer string, limit int64) {
 		t.Helper()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // The hot path of every event. The baseline is what a service would write without this
@@ -19,7 +21,7 @@ const benchCustomers = 100_000
 
 func benchTable(b *testing.B) (*Table, []string) {
 	b.Helper()
-	tb, err := NewTable(KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, "bench", &Codec{})
+	tb, err := NewTable(cluster.Config{Brokers: []string{"127.0.0.1:1"}}, "bench", &Codec{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // Publisher writes throttles and tombstones to the throttle topic.
@@ -19,7 +21,7 @@ import (
 // record twice leaves a table as it was.
 type Publisher struct {
 	w     *kafka.Writer
-	kc    KafkaConfig
+	kc    cluster.Config
 	codec *Codec
 	topic string
 }
@@ -52,8 +54,8 @@ func withBatchTimeout(d time.Duration) PublisherOption {
 }
 
 // NewPublisher returns a publisher to topic. Close it to release its connections.
-func NewPublisher(kc KafkaConfig, topic string, codec *Codec, opts ...PublisherOption) (*Publisher, error) {
-	if err := kc.validate(); err != nil {
+func NewPublisher(kc cluster.Config, topic string, codec *Codec, opts ...PublisherOption) (*Publisher, error) {
+	if err := kc.Validate(); err != nil {
 		return nil, err
 	}
 	if topic == "" || codec == nil {
@@ -63,8 +65,8 @@ func NewPublisher(kc KafkaConfig, topic string, codec *Codec, opts ...PublisherO
 	for _, o := range opts {
 		o.applyPublisher(&cfg)
 	}
-	w, err := NewWriter(kc, topic, WithWriterBatch(cfg.batchTimeout, 0, 0),
-		WithWriterRetries(cfg.maxAttempts, cfg.backoffMin, cfg.backoffMax), WithWriteTimeout(cfg.writeTimeout))
+	w, err := cluster.NewWriter(kc, topic, cluster.WithBatch(cfg.batchTimeout, 0, 0),
+		cluster.WithRetries(cfg.maxAttempts, cfg.backoffMin, cfg.backoffMax), cluster.WithWriteTimeout(cfg.writeTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
@@ -107,14 +109,14 @@ func (p *Publisher) Expire(ctx context.Context, r Record) error {
 func (p *Publisher) write(ctx context.Context, msg kafka.Message, op, customer string) error {
 	// Value nil is the tombstone on the wire; an empty slice would be an empty record.
 	if err := p.w.WriteMessages(ctx, msg); err != nil {
-		return fmt.Errorf("%s for %q to %s: %w", op, customer, p.topic, p.kc.explain(err))
+		return fmt.Errorf("%s for %q to %s: %w", op, customer, p.topic, p.kc.Explain(err))
 	}
 	return nil
 }
 
 // Close flushes and closes the writer.
 func (p *Publisher) Close() error {
-	if err := CloseWriter(p.w); err != nil {
+	if err := cluster.CloseWriter(p.w); err != nil {
 		return fmt.Errorf("close publisher: %w", err)
 	}
 	return nil

@@ -11,6 +11,8 @@ import (
 	fetchAPI "github.com/segmentio/kafka-go/protocol/fetch"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // The read loop of one partition. It sends Fetch requests itself (fetch.go) instead of
@@ -38,13 +40,13 @@ const (
 // partReader fetches one partition with a transport of its own, so that a leader change
 // seen by this partition refreshes only its metadata.
 type partReader struct {
-	kc    KafkaConfig
+	kc    cluster.Config
 	topic string
 	part  int
 	tr    *kafka.Transport
 }
 
-func newPartReader(kc KafkaConfig, topic string, part int) *partReader {
+func newPartReader(kc cluster.Config, topic string, part int) *partReader {
 	return &partReader{kc: kc, topic: topic, part: part, tr: kc.Transport()}
 }
 
@@ -62,7 +64,7 @@ func (r *partReader) reset() {
 func (r *partReader) fetch(ctx context.Context, offset int64, maxWait time.Duration) (*fetched, error) {
 	ctx, cancel := context.WithTimeout(ctx, maxWait+10*time.Second)
 	defer cancel()
-	m, err := r.tr.RoundTrip(ctx, r.kc.addr(), &fetchRequest{clientID: r.kc.clientID(), Request: &fetchAPI.Request{
+	m, err := r.tr.RoundTrip(ctx, r.kc.Addr(), &fetchRequest{clientID: r.kc.ClientName(), Request: &fetchAPI.Request{
 		ReplicaID:      -1,
 		MaxWaitTime:    int32(maxWait / time.Millisecond),
 		MinBytes:       1,
@@ -79,7 +81,7 @@ func (r *partReader) fetch(ctx context.Context, offset int64, maxWait time.Durat
 		}},
 	}})
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, r.kc.explain(err))
+		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, r.kc.Explain(err))
 	}
 	res, ok := m.(*fetchResponse)
 	if !ok {
@@ -252,7 +254,7 @@ func (a *abortedTxns) end(producer int64) { delete(a.active, producer) }
 // (records removed by retention or DeleteRecords) it moves to the start and counts the
 // offsets passed over; above the end (the broker lost records) it re-reads from the start.
 func (f *Follower) outOfRange(ctx context.Context, p *partition, log *zap.Logger) error {
-	cl := f.kc.client(10 * time.Second)
+	cl := f.kc.Client(10 * time.Second)
 	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
 	offs, err := f.listOffsets(ctx, cl, []int{p.id})
 	if err != nil {

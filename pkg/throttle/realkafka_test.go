@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -82,7 +83,7 @@ func compactedTopic(t *testing.T, topic string, partitions int, cfg map[string]s
 	if err != nil || resp.Errors[topic] != nil {
 		t.Fatalf("create topic: %v %v", err, resp.Errors)
 	}
-	if err := throttle.WaitForTopics(t.Context(), s.Kafka(), topic); err != nil {
+	if err := cluster.WaitForTopics(t.Context(), s.Kafka(), topic); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{t: t, s: s, topic: topic, codec: s.Codec(t, topic), parts: partitions}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // PartitionRange is the part of a partition a Scan read: from its first offset to the end
@@ -25,7 +27,7 @@ type PartitionRange struct {
 // Table does, and the scan waits at it until ctx ends.
 //
 // Use it for one-off reads of a snapshot (dumps); a Follower or a Table keeps following.
-func Scan(ctx context.Context, kc KafkaConfig, topic string, fn func(kafka.Message) error, opts ...Option) ([]PartitionRange, error) {
+func Scan(ctx context.Context, kc cluster.Config, topic string, fn func(kafka.Message) error, opts ...Option) ([]PartitionRange, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var fnErr, waitErr error // waitErr: why the record in hand is being retried
@@ -49,7 +51,7 @@ func Scan(ctx context.Context, kc KafkaConfig, topic string, fn func(kafka.Messa
 	if err != nil {
 		return nil, err
 	}
-	cl := kc.client(10 * time.Second)
+	cl := kc.Client(10 * time.Second)
 	defer cl.Transport.(*kafka.Transport).CloseIdleConnections()
 	ids, err := f.partitionIDs(ctx, cl)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 func TestSlotIsOneCacheLine(t *testing.T) {
@@ -98,7 +100,7 @@ func hasKey(m map[string]int64, k string) bool { _, ok := m[k]; return ok }
 // TestCustomerIDsOfEveryLength runs ids on both sides of inlineKey through the table:
 // set, lookup (with near misses), views, filter rebuild, delete and expiry.
 func TestCustomerIDsOfEveryLength(t *testing.T) {
-	tb, err := NewTable(KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, "lengths", &Codec{})
+	tb, err := NewTable(cluster.Config{Brokers: []string{"127.0.0.1:1"}}, "lengths", &Codec{})
 	if err != nil {
 		t.Fatal(err)
 	}

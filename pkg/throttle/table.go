@@ -13,6 +13,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // HeaderExpires is the header an expiry tombstone carries: the id of the throttle it
@@ -207,7 +209,7 @@ func (t *Table) shardOf(customer string) (*shard, uint32) {
 }
 
 // NewTable returns a table of the throttle topic. Run starts it.
-func NewTable(kc KafkaConfig, topic string, codec *Codec, opts ...Option) (*Table, error) {
+func NewTable(kc cluster.Config, topic string, codec *Codec, opts ...Option) (*Table, error) {
 	if codec == nil {
 		return nil, errors.New("new table: codec is nil")
 	}

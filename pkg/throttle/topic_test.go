@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -95,7 +96,7 @@ func TestEnsureTopic(t *testing.T) {
 	t.Run("broker unreachable", func(t *testing.T) {
 		short, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		_, err := throttle.EnsureTopic(short, throttle.KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, throttle.TopicSpec{})
+		_, err := throttle.EnsureTopic(short, cluster.Config{Brokers: []string{"127.0.0.1:1"}}, throttle.TopicSpec{})
 		if err == nil {
 			t.Fatal("got nil, want an error")
 		}
@@ -126,7 +127,7 @@ func TestCreateTopics(t *testing.T) {
 	events := kafka.TopicConfig{Topic: "ct-events", NumPartitions: 3, ReplicationFactor: 5, ConfigEntries: []kafka.ConfigEntry{
 		{ConfigName: "cleanup.policy", ConfigValue: "delete"}, {ConfigName: "min.insync.replicas", ConfigValue: "4"},
 	}}
-	created, err := throttle.CreateTopics(ctx, s.Kafka(), events, kafka.TopicConfig{Topic: "ct-other", NumPartitions: 1})
+	created, err := cluster.CreateTopics(ctx, s.Kafka(), events, kafka.TopicConfig{Topic: "ct-other", NumPartitions: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestCreateTopics(t *testing.T) {
 	}
 	// Again, with another partition count: nothing is created or changed.
 	events.NumPartitions = 9
-	created, err = throttle.CreateTopics(ctx, s.Kafka(), events)
+	created, err = cluster.CreateTopics(ctx, s.Kafka(), events)
 	if err != nil || len(created) != 0 {
 		t.Fatalf("second call: got created %v, err %v; want none, nil", created, err)
 	}
@@ -152,22 +153,22 @@ func TestCreateTopics(t *testing.T) {
 }
 
 func TestNewWriterRefusesBadOptions(t *testing.T) {
-	kc := throttle.KafkaConfig{Brokers: []string{"127.0.0.1:1"}}
-	for name, opt := range map[string]throttle.WriterOption{
-		"zero batch timeout": throttle.WithWriterBatch(0, 0, 0),
-		"negative records":   throttle.WithWriterBatch(time.Millisecond, -1, 0),
-		"no attempts":        throttle.WithWriterRetries(0, time.Millisecond, time.Second),
-		"backoff reversed":   throttle.WithWriterRetries(3, time.Second, time.Millisecond),
-		"zero write timeout": throttle.WithWriteTimeout(0),
+	kc := cluster.Config{Brokers: []string{"127.0.0.1:1"}}
+	for name, opt := range map[string]cluster.WriterOpt{
+		"zero batch timeout": cluster.WithBatch(0, 0, 0),
+		"negative records":   cluster.WithBatch(time.Millisecond, -1, 0),
+		"no attempts":        cluster.WithRetries(0, time.Millisecond, time.Second),
+		"backoff reversed":   cluster.WithRetries(3, time.Second, time.Millisecond),
+		"zero write timeout": cluster.WithWriteTimeout(0),
 	} {
-		if _, err := throttle.NewWriter(kc, "t", opt); err == nil {
+		if _, err := cluster.NewWriter(kc, "t", opt); err == nil {
 			t.Errorf("%s: got nil, want an error", name)
 		}
 	}
-	if _, err := throttle.NewWriter(kc, ""); err == nil {
+	if _, err := cluster.NewWriter(kc, ""); err == nil {
 		t.Error("no topic: got nil, want an error")
 	}
-	w, err := throttle.NewWriter(kc, "t")
+	w, err := cluster.NewWriter(kc, "t")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func TestNewWriterRefusesBadOptions(t *testing.T) {
 	if _, ok := w.Balancer.(*kafka.Murmur2Balancer); !ok {
 		t.Errorf("got balancer %T, want Murmur2 (the Java client's)", w.Balancer)
 	}
-	if err := throttle.CloseWriter(w); err != nil {
+	if err := cluster.CloseWriter(w); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/platform/envconfig"
@@ -261,7 +262,7 @@ func (bs *benchStack) rawArm(batch int) arm {
 	}
 	return arm{op: func(c, i int) error {
 		return w.WriteMessages(context.Background(), inputs[c*perCaller+i%perCaller]...)
-	}, close: func() { throttle.CloseWriter(w) }}
+	}, close: func() { cluster.CloseWriter(w) }}
 }
 
 // BenchmarkIngest measures events/s through ingestion's HTTP API into the events topic

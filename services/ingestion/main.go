@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/fleet"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
@@ -90,7 +91,7 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	if err != nil {
 		return err
 	}
-	defer throttle.CloseWriter(members)
+	defer cluster.CloseWriter(members)
 	fl, err := fleet.New(fleet.Config{
 		Replica: cfg.ReplicaID, Interval: cfg.HeartbeatInterval, TTL: cfg.MemberTTL, Log: log.Named("fleet"),
 		Serving: table.Ready, // a replica still refusing events with 503 must not shrink the others' shares
@@ -108,7 +109,7 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	if err != nil {
 		return err
 	}
-	defer throttle.CloseWriter(events)
+	defer cluster.CloseWriter(events)
 	out := sink.New(events, sink.Config{
 		Buffer: cfg.BufferEvents, MaxMessageBytes: cfg.MaxEventBytes, Timeout: cfg.WriteTimeout,
 		Log: log.Named("sink"),
@@ -176,17 +177,17 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	return failed
 }
 
-// eventsWriter is the events topic's writer (throttle.NewWriter: synchronous, acks=all,
+// eventsWriter is the events topic's writer (cluster.NewWriter: synchronous, acks=all,
 // Murmur2), batching for BatchTimeout.
-func eventsWriter(kc throttle.KafkaConfig, cfg config.Config) (*kafka.Writer, error) {
-	return throttle.NewWriter(kc, cfg.EventsTopic,
+func eventsWriter(kc cluster.Config, cfg config.Config) (*kafka.Writer, error) {
+	return cluster.NewWriter(kc, cfg.EventsTopic,
 		// kafka-go allocates room for BatchSize messages with every batch it starts, so a
 		// large value costs memory on every small batch; the sink already gathers the
 		// events of concurrent requests, and 250 keeps big flushes to few requests.
-		throttle.WithWriterBatch(cfg.BatchTimeout, 250, int64(max(cfg.MaxEventBytes+4096, 1<<20))),
+		cluster.WithBatch(cfg.BatchTimeout, 250, int64(max(cfg.MaxEventBytes+4096, 1<<20))),
 		// The sink retries what fails until each request's deadline; kafka-go's own
 		// retries would only hide the failure from it.
-		throttle.WithWriterRetries(2, 10*time.Millisecond, 250*time.Millisecond))
+		cluster.WithRetries(2, 10*time.Millisecond, 250*time.Millisecond))
 }
 
 // shutdown stops taking requests, lets those in flight get their answers, flushes the
@@ -217,7 +218,7 @@ func shutdown(log *zap.Logger, timeout time.Duration, srv *server.Server, hs *ht
 
 // ensureMembersTopic creates the compacted membership topic if it is missing, retrying
 // until it succeeds or ctx ends: the broker may come up after this replica.
-func ensureMembersTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc throttle.KafkaConfig) {
+func ensureMembersTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc cluster.Config) {
 	retry(ctx, log, "ensure membership topic", func() error {
 		_, err := throttle.EnsureTopic(ctx, kc, throttle.TopicSpec{
 			Name: cfg.MembersTopic, Partitions: 1,
@@ -234,9 +235,9 @@ func ensureMembersTopic(ctx context.Context, log *zap.Logger, cfg config.Config,
 // ensureEventsTopic creates the events topic if it is missing, retrying like
 // ensureMembersTopic. The throttle topic is not ingestion's to create: the processing
 // service does, and the table waits for it.
-func ensureEventsTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc throttle.KafkaConfig) {
+func ensureEventsTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc cluster.Config) {
 	retry(ctx, log, "ensure events topic", func() error {
-		created, err := throttle.CreateTopics(ctx, kc, event.TopicConfig(cfg.EventsTopic, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
+		created, err := cluster.CreateTopics(ctx, kc, event.TopicConfig(cfg.EventsTopic, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 		if len(created) > 0 {
 			log.Info("created events topic", zap.String("topic", cfg.EventsTopic), zap.Int("partitions", cfg.EventsPartitions))
 		}

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 )
@@ -15,7 +16,7 @@ import (
 // function that runs it: it reads the topic until its ctx ends (waiting, with retries,
 // for the topic to exist). The packages that use the table take the small interfaces
 // they need (server.Table, limit.Table), so that their tests use fakes.
-func newTable(cfg config.Config, kc throttle.KafkaConfig, log *zap.Logger, m *metrics.Metrics) (*throttle.Table, func(context.Context) error, error) {
+func newTable(cfg config.Config, kc cluster.Config, log *zap.Logger, m *metrics.Metrics) (*throttle.Table, func(context.Context) error, error) {
 	codec, err := throttle.NewCodec(cfg.Registry(), cfg.ThrottleTopic)
 	if err != nil {
 		return nil, nil, fmt.Errorf("throttle table: %w", err)

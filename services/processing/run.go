@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
 	"github.com/sluice-dev/sluice/services/processing/internal/autothrottle"
@@ -35,7 +36,7 @@ func run(ctx context.Context, log *zap.Logger, cfg config.Config) error {
 }
 
 // topicFunc builds the throttle topic's writer, table and sweeper; tests pass an in-memory one.
-type topicFunc func(kc throttle.KafkaConfig, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleTopic, error)
+type topicFunc func(kc cluster.Config, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleTopic, error)
 
 // runWith is run with the throttle topic built by newTopic.
 func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic topicFunc) error {
@@ -75,11 +76,11 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 		return err
 	}
 
-	processed, err := throttle.NewWriter(kc, cfg.ProcessedTopic)
+	processed, err := cluster.NewWriter(kc, cfg.ProcessedTopic)
 	if err != nil {
 		return err
 	}
-	dlq, err := throttle.NewWriter(kc, cfg.DLQTopic)
+	dlq, err := cluster.NewWriter(kc, cfg.DLQTopic)
 	if err != nil {
 		return err
 	}
@@ -167,7 +168,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 	// 2. Flush and close the Kafka clients (the writers are synchronous: nothing is
 	// buffered, Close releases connections).
 	errs = append(errs, within(sctx, "close kafka clients", func() error {
-		return errors.Join(throttle.CloseWriter(processed), throttle.CloseWriter(dlq))
+		return errors.Join(cluster.CloseWriter(processed), cluster.CloseWriter(dlq))
 	}))
 	// 3. Stop the HTTP server, the table, the sweeper and the ticker.
 	errs = append(errs, srv.Shutdown(sctx))
@@ -180,14 +181,14 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 }
 
 // ensureTopics creates the event topics and the throttle topic when missing.
-func ensureTopics(ctx context.Context, kc throttle.KafkaConfig, cfg config.Config, log *zap.Logger) error {
+func ensureTopics(ctx context.Context, kc cluster.Config, cfg config.Config, log *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	var topics []kafka.TopicConfig
 	for _, name := range []string{cfg.EventsTopic, cfg.ProcessedTopic, cfg.DLQTopic} {
 		topics = append(topics, event.TopicConfig(name, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 	}
-	created, err := throttle.CreateTopics(ctx, kc, topics...)
+	created, err := cluster.CreateTopics(ctx, kc, topics...)
 	if err != nil {
 		return err
 	}

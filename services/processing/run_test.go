@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
@@ -50,7 +51,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 
 	store := throttlefake.New(time.Now)
-	fakeStore := func(throttle.KafkaConfig, config.Config, *throttle.Codec, *zap.Logger) (*throttleTopic, error) {
+	fakeStore := func(cluster.Config, config.Config, *throttle.Codec, *zap.Logger) (*throttleTopic, error) {
 		return &throttleTopic{
 			publisher: store, table: store,
 			runners: map[string]func(context.Context) error{"fake table": func(ctx context.Context) error {
@@ -160,11 +161,11 @@ func flood(t *testing.T, ctx context.Context, stack *throttletest.Stack, topic s
 		b, _ := event.Encode(&event.Event{Customer: c, IngestedAt: now})
 		msgs = append(msgs, kafka.Message{Key: []byte(c), Value: b})
 	}
-	w, err := throttle.NewWriter(stack.Kafka(), topic)
+	w, err := cluster.NewWriter(stack.Kafka(), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = throttle.CloseWriter(w) }()
+	defer func() { _ = cluster.CloseWriter(w) }()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/expiry"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
 	"github.com/sluice-dev/sluice/services/processing/internal/autothrottle"
@@ -34,7 +35,7 @@ type throttleTopic struct {
 //
 // run waits for table.Ready before it consumes, so that the controller sees the
 // throttles that already exist and renews them instead of setting duplicates.
-func newThrottleTopic(kc throttle.KafkaConfig, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleTopic, error) {
+func newThrottleTopic(kc cluster.Config, cfg config.Config, codec *throttle.Codec, log *zap.Logger) (*throttleTopic, error) {
 	pub, err := throttle.NewPublisher(kc, cfg.ThrottleTopic, codec)
 	if err != nil {
 		return nil, fmt.Errorf("new throttle publisher: %w", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -118,7 +119,7 @@ func TestMissingTopic(t *testing.T) {
 
 // createDeleteTopic makes a topic with cleanup.policy=delete, as a hand-made or
 // auto-created topic would be.
-func createDeleteTopic(t *testing.T, c *cluster, name string) {
+func createDeleteTopic(t *testing.T, c *testCluster, name string) {
 	t.Helper()
 	cl := &kafka.Client{Addr: kafka.TCP(c.s.Brokers()...)}
 	resp, err := cl.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
@@ -129,7 +130,7 @@ func createDeleteTopic(t *testing.T, c *cluster, name string) {
 		t.Fatalf("create topic %s: %v %v", name, err, resp.Errors)
 	}
 	// Every broker must know the topic before the commands ask any of them.
-	if err := throttle.WaitForTopics(t.Context(), c.s.Kafka(), name); err != nil {
+	if err := cluster.WaitForTopics(t.Context(), c.s.Kafka(), name); err != nil {
 		t.Fatal(err)
 	}
 }

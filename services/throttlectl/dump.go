@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 func dumpCommand() *command {
@@ -157,7 +158,7 @@ func (s *session) scanErr(err error) error {
 // transactions are handled there), and it tells a null value (a tombstone) from an
 // empty one. A record whose schema cannot be fetched because the registry is away is
 // retried until ctx ends, never reported as poison.
-func scanTopic(ctx context.Context, kc throttle.KafkaConfig, topic string, codec *throttle.Codec, fn func(entry) error) ([]throttle.PartitionRange, error) {
+func scanTopic(ctx context.Context, kc cluster.Config, topic string, codec *throttle.Codec, fn func(entry) error) ([]throttle.PartitionRange, error) {
 	return throttle.Scan(ctx, kc, topic, func(m kafka.Message) error {
 		e, err := readEntry(ctx, topic, m, codec)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 func ensureTopicCommand() *command {
@@ -64,7 +65,7 @@ TOPIC_MIN_INSYNC_REPLICAS; the replication factor is capped by the cluster's siz
 }
 
 // reachable sends the brokers a metadata request for topic.
-func reachable(ctx context.Context, kc throttle.KafkaConfig, topic string) error {
+func reachable(ctx context.Context, kc cluster.Config, topic string) error {
 	cl, done := newClient(ctx, kc)
 	defer done()
 	_, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})

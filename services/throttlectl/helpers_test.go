@@ -31,18 +31,18 @@ func invoke(t *testing.T, ctx context.Context, stdin string, args ...string) res
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }
 
-// cluster is an in-process broker and registry with one throttle topic.
-type cluster struct {
+// testCluster is an in-process broker and registry with one throttle topic.
+type testCluster struct {
 	t     *testing.T
 	s     *throttletest.Stack
 	topic string
 	codec *throttle.Codec
 }
 
-func newCluster(t *testing.T, partitions int) *cluster {
+func newCluster(t *testing.T, partitions int) *testCluster {
 	t.Helper()
 	s := throttletest.Start(t, throttletest.Options{})
-	c := &cluster{t: t, s: s, topic: topicName(t, "")}
+	c := &testCluster{t: t, s: s, topic: topicName(t, "")}
 	s.CreateTopic(t, c.topic, partitions)
 	c.codec = s.Codec(t, c.topic)
 	return c
@@ -59,7 +59,7 @@ func topicName(t *testing.T, suffix string) string {
 }
 
 // flags are the connection flags for this cluster and topic.
-func (c *cluster) flags(topic string) []string {
+func (c *testCluster) flags(topic string) []string {
 	if topic == "" {
 		topic = c.topic
 	}
@@ -67,12 +67,12 @@ func (c *cluster) flags(topic string) []string {
 }
 
 // run runs a command against the cluster's topic: throttlectl CMD <connection flags> ARGS.
-func (c *cluster) run(cmd string, args ...string) result {
+func (c *testCluster) run(cmd string, args ...string) result {
 	c.t.Helper()
 	return c.runIn(c.topic, "", cmd, args...)
 }
 
-func (c *cluster) runIn(topic, stdin, cmd string, args ...string) result {
+func (c *testCluster) runIn(topic, stdin, cmd string, args ...string) result {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(c.t.Context(), 60*time.Second)
 	defer cancel()
@@ -80,7 +80,7 @@ func (c *cluster) runIn(topic, stdin, cmd string, args ...string) result {
 }
 
 // mustRun is run that fails the test unless the command exits 0.
-func (c *cluster) mustRun(cmd string, args ...string) result {
+func (c *testCluster) mustRun(cmd string, args ...string) result {
 	c.t.Helper()
 	r := c.run(cmd, args...)
 	if r.code != exitOK {
@@ -89,7 +89,7 @@ func (c *cluster) mustRun(cmd string, args ...string) result {
 	return r
 }
 
-func (c *cluster) msg(partition int, r throttle.Record) kafka.Message {
+func (c *testCluster) msg(partition int, r throttle.Record) kafka.Message {
 	c.t.Helper()
 	b, err := c.codec.Encode(&r)
 	if err != nil {
@@ -98,14 +98,14 @@ func (c *cluster) msg(partition int, r throttle.Record) kafka.Message {
 	return kafka.Message{Partition: partition, Key: throttle.Key(r.Customer), Value: b}
 }
 
-func (c *cluster) put(topic string, msgs ...kafka.Message) {
+func (c *testCluster) put(topic string, msgs ...kafka.Message) {
 	c.t.Helper()
 	c.s.MustProduce(c.t, topic, msgs...)
 }
 
 // publish writes records with a Publisher, as processing would: each lands on its
 // customer's partition.
-func (c *cluster) publish(topic string, recs ...throttle.Record) {
+func (c *testCluster) publish(topic string, recs ...throttle.Record) {
 	c.t.Helper()
 	p, err := throttle.NewPublisher(c.s.Kafka(), topic, c.s.Codec(c.t, topic))
 	if err != nil {
@@ -121,7 +121,7 @@ func (c *cluster) publish(topic string, recs ...throttle.Record) {
 
 // active rebuilds a table of topic, as an ingestion replica would, and returns its
 // active throttles.
-func (c *cluster) active(topic string) []throttle.Record {
+func (c *testCluster) active(topic string) []throttle.Record {
 	c.t.Helper()
 	tb, err := throttle.NewTable(c.s.Kafka(), topic, c.s.Codec(c.t, topic), throttle.WithPollInterval(50*time.Millisecond), throttle.WithStallTimeout(time.Second))
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 )
 
 // dumpTo dumps the cluster's topic to a file and returns its path.
-func (c *cluster) dumpTo(topic string) string {
+func (c *testCluster) dumpTo(topic string) string {
 	c.t.Helper()
 	r := c.runIn(topic, "", "dump")
 	if r.code != exitOK {
@@ -23,7 +23,7 @@ func (c *cluster) dumpTo(topic string) string {
 	return path
 }
 
-func (c *cluster) restore(topic, file string, args ...string) restoreResult {
+func (c *testCluster) restore(topic, file string, args ...string) restoreResult {
 	c.t.Helper()
 	r := c.runIn(topic, "", "restore", append([]string{file, "--output", "json"}, args...)...)
 	if r.code != exitOK {

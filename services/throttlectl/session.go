@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // session is what a command works with once its command line is parsed.
@@ -27,7 +28,7 @@ type session struct {
 
 func (s *session) topic() string { return s.cfg.ThrottleTopic }
 
-func (s *session) kafka() (throttle.KafkaConfig, error) {
+func (s *session) kafka() (cluster.Config, error) {
 	kc, err := s.cfg.Kafka("throttlectl")
 	if err != nil {
 		return kc, fmt.Errorf("kafka configuration: %w", err)
@@ -70,7 +71,7 @@ func (s *session) newCodec(rc throttle.RegistryConfig, topic string) (*throttle.
 // cluster's metadata under MetadataTTL (10s); a broker that accepts connections and never
 // answers would end the command there, with "i/o timeout", whatever --timeout says. So
 // the transport runs on ctx and both bounds are stretched to the time ctx has left.
-func newClient(ctx context.Context, kc throttle.KafkaConfig) (*kafka.Client, func()) {
+func newClient(ctx context.Context, kc cluster.Config) (*kafka.Client, func()) {
 	tr := kc.Transport()
 	if left, ok := timeLeft(ctx); ok {
 		tr.Context = ctx
@@ -102,7 +103,7 @@ func timeLeft(ctx context.Context) (time.Duration, bool) {
 
 // unreachable names the brokers in the error of the first request to them, so the
 // operator sees at once which address did not answer.
-func (s *session) unreachable(ctx context.Context, kc throttle.KafkaConfig, topic string, err error) error {
+func (s *session) unreachable(ctx context.Context, kc cluster.Config, topic string, err error) error {
 	brokers := strings.Join(kc.Brokers, ",")
 	var ne net.Error
 	switch {
@@ -119,7 +120,7 @@ func (s *session) unreachable(ctx context.Context, kc throttle.KafkaConfig, topi
 // retries a missing topic forever) or a write that fails after its retries. It returns
 // the topic's partitions. A topic that is not compacted gives an error wrapping
 // throttle.ErrNotCompacted, with the partitions.
-func (s *session) checkTopic(ctx context.Context, kc throttle.KafkaConfig, topic string) ([]int, error) {
+func (s *session) checkTopic(ctx context.Context, kc cluster.Config, topic string) ([]int, error) {
 	cl, done := newClient(ctx, kc)
 	defer done()
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
@@ -232,7 +233,7 @@ func (s *session) warnPoison(tb *throttle.Table) {
 
 // notReady explains why a table did not catch up in time: the Table retries broker and
 // registry failures forever, so the cause is in its figures.
-func (s *session) notReady(tb *throttle.Table, kc throttle.KafkaConfig, err error) error {
+func (s *session) notReady(tb *throttle.Table, kc cluster.Config, err error) error {
 	st := tb.Stats()
 	switch {
 	case st.RegistryRetries > 0:

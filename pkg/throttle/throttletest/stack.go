@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
 )
@@ -349,8 +350,8 @@ func (s *Stack) Brokers() []string {
 }
 
 // Kafka returns a KafkaConfig for the broker.
-func (s *Stack) Kafka() throttle.KafkaConfig {
-	return throttle.KafkaConfig{Brokers: s.Brokers(), ClientID: "throttletest"}
+func (s *Stack) Kafka() cluster.Config {
+	return cluster.Config{Brokers: s.Brokers(), ClientID: "throttletest"}
 }
 
 // RegistryURL returns the registry's base URL.

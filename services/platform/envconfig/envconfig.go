@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // Connection says where Kafka and the Schema Registry are and how to authenticate. The
@@ -50,8 +51,8 @@ type Connection struct {
 }
 
 // Kafka builds the client configuration, loading TLS material and the SASL mechanism.
-func (c Connection) Kafka(clientID string) (throttle.KafkaConfig, error) {
-	kc := throttle.KafkaConfig{Brokers: c.Brokers, ClientID: clientID}
+func (c Connection) Kafka(clientID string) (cluster.Config, error) {
+	kc := cluster.Config{Brokers: c.Brokers, ClientID: clientID}
 	if c.TLSEnabled {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.TLSInsecureSkipVerify} //nolint:gosec // opt-in for test clusters
 		if c.TLSCAFile != "" {
@@ -73,7 +74,7 @@ func (c Connection) Kafka(clientID string) (throttle.KafkaConfig, error) {
 		}
 		kc.TLS = tc
 	}
-	mech, err := throttle.SASLMechanism(c.SASLMechanism, c.SASLUsername, c.SASLPassword)
+	mech, err := cluster.SASLMechanism(c.SASLMechanism, c.SASLUsername, c.SASLPassword)
 	if err != nil {
 		return kc, fmt.Errorf("KAFKA_SASL_MECHANISM: %w", err)
 	}

@@ -20,7 +20,7 @@ import (
 const DefaultTopic = "events"
 
 // TopicConfig is how the events topic, and the processed and dead-letter topics after it,
-// are created (throttle.CreateTopics): deleted by age, never compacted, since events are
+// are created (cluster.CreateTopics): deleted by age, never compacted, since events are
 // not a table; and min.insync.replicas, so an acknowledged event survives a broker.
 func TopicConfig(name string, partitions, replication, minInsync int) kafka.TopicConfig {
 	return kafka.TopicConfig{Topic: name, NumPartitions: partitions, ReplicationFactor: replication, ConfigEntries: []kafka.ConfigEntry{

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/securitytest"
 )
@@ -65,7 +66,7 @@ func startTable(t *testing.T, env *securitytest.Env, program string) *throttle.T
 	return table
 }
 
-func publisher(t *testing.T, env *securitytest.Env, kc throttle.KafkaConfig) *throttle.Publisher {
+func publisher(t *testing.T, env *securitytest.Env, kc cluster.Config) *throttle.Publisher {
 	t.Helper()
 	codec, err := throttle.NewCodec(throttle.RegistryConfig{URL: env.RegistryURL, Timeout: 5 * time.Second}, throttle.DefaultTopic)
 	if err != nil {
@@ -146,7 +147,7 @@ func testRefused(t *testing.T, env *securitytest.Env) {
 
 	for _, tc := range []struct {
 		name string
-		kc   throttle.KafkaConfig
+		kc   cluster.Config
 		want []string // each must appear in the error
 		is   error
 	}{
@@ -237,7 +238,7 @@ func testStrayCannotLift(t *testing.T, env *securitytest.Env) {
 
 	for _, tc := range []struct {
 		name string
-		kc   throttle.KafkaConfig
+		kc   cluster.Config
 		want error
 	}{
 		{"no acl", env.KafkaUser(t, securitytest.Stray), kafka.UnknownTopicOrPartition},
@@ -291,11 +292,11 @@ func testRegistryPrincipal(t *testing.T, env *securitytest.Env) {
 	if p := resp.Topics["_schemas"][0]; p.Error != nil || p.LastOffset < 1 {
 		t.Fatalf("_schemas as the registry: end offset %d (%v), want the registered schema kept", p.LastOffset, p.Error)
 	}
-	w, err := throttle.NewWriter(env.Kafka(t, "processing"), "_schemas", throttle.WithWriterRetries(1, time.Millisecond, time.Millisecond))
+	w, err := cluster.NewWriter(env.Kafka(t, "processing"), "_schemas", cluster.WithRetries(1, time.Millisecond, time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer throttle.CloseWriter(w)
+	defer cluster.CloseWriter(w)
 	err = w.WriteMessages(ctx, kafka.Message{Key: []byte(`{"keytype":"SCHEMA"}`), Value: []byte("{}")})
 	if !hasError(err, kafka.TopicAuthorizationFailed) && !hasError(err, kafka.UnknownTopicOrPartition) {
 		t.Fatalf("write _schemas as processing: got %v, want refused", err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/sluice-dev/sluice/deploy/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
@@ -137,7 +138,7 @@ func (e *Env) createTopics(t testing.TB, ctx context.Context) {
 	for _, name := range []string{"events", "events.processed", "events.dlq"} {
 		topics = append(topics, event.TopicConfig(name, 3, 3, 2))
 	}
-	if _, err := throttle.CreateTopics(ctx, kc, topics...); err != nil {
+	if _, err := cluster.CreateTopics(ctx, kc, topics...); err != nil {
 		t.Fatalf("create event topics: %v", err)
 	}
 	if _, err := throttle.EnsureTopic(ctx, kc, throttle.TopicSpec{Name: "sluice.ingestion.members", Partitions: 1}); err != nil {
@@ -165,25 +166,25 @@ func (e *Env) Password(user string) string { return e.passwords[user] }
 
 // Kafka is the client configuration of program's principal: SASL_SSL, trusting the
 // cluster's CA.
-func (e *Env) Kafka(t testing.TB, program string) throttle.KafkaConfig {
+func (e *Env) Kafka(t testing.TB, program string) cluster.Config {
 	t.Helper()
 	return e.KafkaUser(t, e.User(t, program))
 }
 
 // KafkaUser is KafkaAs with user's own password.
-func (e *Env) KafkaUser(t testing.TB, user string) throttle.KafkaConfig {
+func (e *Env) KafkaUser(t testing.TB, user string) cluster.Config {
 	t.Helper()
 	return e.KafkaAs(t, user, e.passwords[user])
 }
 
 // KafkaAs is the client configuration of user with the given password (wrong ones too).
-func (e *Env) KafkaAs(t testing.TB, user, password string) throttle.KafkaConfig {
+func (e *Env) KafkaAs(t testing.TB, user, password string) cluster.Config {
 	t.Helper()
-	mech, err := throttle.SASLMechanism(kafkacluster.Mechanism, user, password)
+	mech, err := cluster.SASLMechanism(kafkacluster.Mechanism, user, password)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return throttle.KafkaConfig{Brokers: e.Cluster.Brokers(), ClientID: user, TLS: e.Cluster.TLSConfig(), SASL: mech}
+	return cluster.Config{Brokers: e.Cluster.Brokers(), ClientID: user, TLS: e.Cluster.TLSConfig(), SASL: mech}
 }
 
 // Env returns the environment variables that configure a Sluice program as program's

@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // ApplyFunc applies one record of the membership topic (the shape of
@@ -37,10 +37,10 @@ type Writer interface {
 }
 
 // NewWriter returns the membership topic's writer. Heartbeats are tiny and superseded
-// every interval: no batching wait, no retries. Close it with throttle.CloseWriter.
-func NewWriter(kc throttle.KafkaConfig, topic string) (*kafka.Writer, error) {
-	return throttle.NewWriter(kc, topic, throttle.WithWriterBatch(time.Millisecond, 1, 0),
-		throttle.WithWriterRetries(1, 10*time.Millisecond, 10*time.Millisecond))
+// every interval: no batching wait, no retries. Close it with cluster.CloseWriter.
+func NewWriter(kc cluster.Config, topic string) (*kafka.Writer, error) {
+	return cluster.NewWriter(kc, topic, cluster.WithBatch(time.Millisecond, 1, 0),
+		cluster.WithRetries(1, 10*time.Millisecond, 10*time.Millisecond))
 }
 
 // Config tunes a Fleet.

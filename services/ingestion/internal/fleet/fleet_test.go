@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/fleet"
 )
@@ -53,7 +54,7 @@ func startServing(t *testing.T, s *throttletest.Stack, id string, serving func()
 	go func() {
 		defer close(r.done)
 		_ = f.Run(ctx)
-		_ = throttle.CloseWriter(w)
+		_ = cluster.CloseWriter(w)
 	}()
 	t.Cleanup(r.crash)
 	return r

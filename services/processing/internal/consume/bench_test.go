@@ -10,7 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"
 )
@@ -21,7 +21,7 @@ const pipeEvents = 200_000
 // BenchmarkPipeline measures processing's events/s (consume, decode, observe nothing,
 // forward in batches, commit) beside a raw kafka-go pipe in the same run: a group
 // Reader whose messages are gathered while they are at hand, written with the same
-// writer settings (throttle.NewWriter: acks=all, Murmur2, same batch timeout) and
+// writer settings (cluster.NewWriter: acks=all, Murmur2, same batch timeout) and
 // committed. Both arms read the same events with replicas consumers in one group each,
 // in turns; the ratio reported is the median of three pairs (run it with -benchtime 1x).
 func BenchmarkPipeline(b *testing.B) {
@@ -57,9 +57,9 @@ func BenchmarkPipeline(b *testing.B) {
 
 // pipeRun runs replicas instances of arm in group until the group has committed every
 // event, and returns events/s.
-func (c *cluster) pipeRun(b *testing.B, group string, replicas int, arm func(b *testing.B, ctx context.Context, group, out string)) float64 {
+func (c *testCluster) pipeRun(b *testing.B, group string, replicas int, arm func(b *testing.B, ctx context.Context, group, out string)) float64 {
 	out := "bench.out." + group
-	if _, err := throttle.CreateTopics(context.Background(), c.kc, event.TopicConfig(out, 6, 3, 2)); err != nil {
+	if _, err := cluster.CreateTopics(context.Background(), c.kc, event.TopicConfig(out, 6, 3, 2)); err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -78,19 +78,19 @@ func (c *cluster) pipeRun(b *testing.B, group string, replicas int, arm func(b *
 	return pipeEvents / elapsed.Seconds()
 }
 
-func (c *cluster) processingArm(b *testing.B, ctx context.Context, group, out string) {
-	fwd, err := throttle.NewWriter(c.kc, out)
+func (c *testCluster) processingArm(b *testing.B, ctx context.Context, group, out string) {
+	fwd, err := cluster.NewWriter(c.kc, out)
 	if err != nil {
 		b.Error(err)
 		return
 	}
-	defer throttle.CloseWriter(fwd)
-	dlq, err := throttle.NewWriter(c.kc, dlqTopic)
+	defer cluster.CloseWriter(fwd)
+	dlq, err := cluster.NewWriter(c.kc, dlqTopic)
 	if err != nil {
 		b.Error(err)
 		return
 	}
-	defer throttle.CloseWriter(dlq)
+	defer cluster.CloseWriter(dlq)
 	cons, err := consume.New(c.kc, eventsTopic, group, dlq, consume.NewForwarder(fwd), consume.Config{CommitInterval: 50 * time.Millisecond})
 	if err != nil {
 		b.Error(err)
@@ -101,13 +101,13 @@ func (c *cluster) processingArm(b *testing.B, ctx context.Context, group, out st
 	}
 }
 
-func (c *cluster) rawArm(b *testing.B, ctx context.Context, group, out string) {
-	w, err := throttle.NewWriter(c.kc, out)
+func (c *testCluster) rawArm(b *testing.B, ctx context.Context, group, out string) {
+	w, err := cluster.NewWriter(c.kc, out)
 	if err != nil {
 		b.Error(err)
 		return
 	}
-	defer throttle.CloseWriter(w)
+	defer cluster.CloseWriter(w)
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: c.kc.Brokers, GroupID: group, Topic: eventsTopic, StartOffset: kafka.FirstOffset,
 		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 500 * time.Millisecond, QueueCapacity: 1000, CommitInterval: 0,
@@ -142,7 +142,7 @@ func (c *cluster) rawArm(b *testing.B, ctx context.Context, group, out string) {
 }
 
 // committedIn is how many events group has committed over the events topic.
-func (c *cluster) committedIn(b *testing.B, group string) int64 {
+func (c *testCluster) committedIn(b *testing.B, group string) int64 {
 	cl := &kafka.Client{Addr: kafka.TCP(c.kc.Brokers...), Timeout: 5 * time.Second}
 	ps := make([]int, 6)
 	for i := range ps {

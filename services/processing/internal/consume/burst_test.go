@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/processing/internal/autothrottle"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"
 	"github.com/sluice-dev/sluice/services/processing/internal/detect"
@@ -22,7 +23,7 @@ const burstPartitions = 6
 // customer sends a request every 5s of 5*rate events, stamped alike, so the log holds
 // runs of one customer's events (read in log order, the first hundred events processed
 // can all be one customer's).
-func burst(t *testing.T, c *cluster, lag time.Duration, rates map[string]int) int {
+func burst(t *testing.T, c *testCluster, lag time.Duration, rates map[string]int) int {
 	t.Helper()
 	end := time.Now().Add(-lag)
 	var msgs []kafka.Message
@@ -41,7 +42,7 @@ func burst(t *testing.T, c *cluster, lag time.Duration, rates map[string]int) in
 
 // replica is one processing replica: a consumer and its own detector and controller, as
 // the service runs them, publishing to the shared store (the throttle topic).
-func startReplica(t *testing.T, c *cluster, store *throttlefake.Topic, id string) *running {
+func startReplica(t *testing.T, c *testCluster, store *throttlefake.Topic, id string) *running {
 	t.Helper()
 	ctrl, err := autothrottle.New(autothrottle.Config{
 		Detect: detect.Config{
@@ -59,11 +60,11 @@ func startReplica(t *testing.T, c *cluster, store *throttlefake.Topic, id string
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ctrl.Run(ctx, 100*time.Millisecond) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	processed, err := throttle.NewWriter(c.kc, processedTopic)
+	processed, err := cluster.NewWriter(c.kc, processedTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = throttle.CloseWriter(processed) })
+	t.Cleanup(func() { _ = cluster.CloseWriter(processed) })
 	return c.start(t, consume.NewForwarder(processed), consume.Config{CommitInterval: 50 * time.Millisecond, BatchSize: 200},
 		consume.WithObserver(ctrl))
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
 )
@@ -94,7 +94,7 @@ func WithClock(now func() time.Time) Option { return optionFunc(func(c *Consumer
 // assigned partition feeds a pipeline that hands events to the handler in batches,
 // dead-letters what fails, and commits.
 type Consumer struct {
-	kc       throttle.KafkaConfig
+	kc       cluster.Config
 	topic    string
 	group    string
 	dlq      Writer
@@ -114,7 +114,7 @@ type Consumer struct {
 
 // New returns a consumer of topic in group that hands events to h and dead-letters to
 // dlq.
-func New(kc throttle.KafkaConfig, topic, group string, dlq Writer, h Handler, cfg Config, opts ...Option) (*Consumer, error) {
+func New(kc cluster.Config, topic, group string, dlq Writer, h Handler, cfg Config, opts ...Option) (*Consumer, error) {
 	if len(kc.Brokers) == 0 || topic == "" || group == "" {
 		return nil, errors.New("new consumer: brokers, topic and group are required")
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/autothrottle"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"
@@ -52,11 +53,11 @@ func TestConsumerThrottlesTheFlooderOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	processed, err := throttle.NewWriter(c.kc, processedTopic)
+	processed, err := cluster.NewWriter(c.kc, processedTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer throttle.CloseWriter(processed)
+	defer cluster.CloseWriter(processed)
 	r := c.start(t, consume.NewForwarder(processed), consume.Config{CommitInterval: 100 * time.Millisecond},
 		consume.WithObserver(ctrl), consume.WithMetrics(m))
 	c.waitCommitted(t, partitions, int64(len(msgs)))
@@ -98,11 +99,11 @@ func TestPoisonEventsAreDeadLettered(t *testing.T) {
 		good("flaky"),  // 6
 	)
 
-	processed, err := throttle.NewWriter(c.kc, processedTopic)
+	processed, err := cluster.NewWriter(c.kc, processedTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer throttle.CloseWriter(processed)
+	defer cluster.CloseWriter(processed)
 	fwd := consume.NewForwarder(processed)
 	var mu sync.Mutex
 	flakyFailures := 2

@@ -111,7 +111,7 @@ type Forwarder struct {
 	w Writer
 }
 
-// NewForwarder returns a Forwarder writing with w (see throttle.NewWriter).
+// NewForwarder returns a Forwarder writing with w (see cluster.NewWriter).
 func NewForwarder(w Writer) *Forwarder { return &Forwarder{w: w} }
 
 // Handle implements Handler: one write for the whole batch, which kafka-go sends as one

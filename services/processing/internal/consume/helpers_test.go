@@ -10,7 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"
@@ -23,19 +23,19 @@ const (
 	group          = "processing-test"
 )
 
-// cluster is an in-process broker with the three event topics.
-type cluster struct {
+// testCluster is an in-process broker with the three event topics.
+type testCluster struct {
 	stack *throttletest.Stack
-	kc    throttle.KafkaConfig
+	kc    cluster.Config
 }
 
-func newCluster(t testing.TB, eventPartitions int) *cluster {
+func newCluster(t testing.TB, eventPartitions int) *testCluster {
 	t.Helper()
 	stack := throttletest.Start(t, throttletest.Options{})
 	kc := stack.Kafka()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := throttle.CreateTopics(ctx, kc,
+	_, err := cluster.CreateTopics(ctx, kc,
 		event.TopicConfig(eventsTopic, eventPartitions, 3, 2),
 		event.TopicConfig(processedTopic, 1, 1, 1),
 		event.TopicConfig(dlqTopic, 1, 1, 1),
@@ -43,18 +43,18 @@ func newCluster(t testing.TB, eventPartitions int) *cluster {
 	if err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
-	return &cluster{stack: stack, kc: kc}
+	return &testCluster{stack: stack, kc: kc}
 }
 
 // produce writes records to the events topic the way ingestion does: keyed by customer,
 // Murmur2-partitioned.
-func (c *cluster) produce(t testing.TB, msgs ...kafka.Message) {
+func (c *testCluster) produce(t testing.TB, msgs ...kafka.Message) {
 	t.Helper()
-	w, err := throttle.NewWriter(c.kc, eventsTopic)
+	w, err := cluster.NewWriter(c.kc, eventsTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer throttle.CloseWriter(w)
+	defer cluster.CloseWriter(w)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
@@ -78,13 +78,13 @@ type running struct {
 	c      *consume.Consumer
 }
 
-func (c *cluster) start(t *testing.T, h consume.Handler, cfg consume.Config, opts ...consume.Option) *running {
+func (c *testCluster) start(t *testing.T, h consume.Handler, cfg consume.Config, opts ...consume.Option) *running {
 	t.Helper()
-	dlq, err := throttle.NewWriter(c.kc, dlqTopic)
+	dlq, err := cluster.NewWriter(c.kc, dlqTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = throttle.CloseWriter(dlq) })
+	t.Cleanup(func() { _ = cluster.CloseWriter(dlq) })
 	cons, err := consume.New(c.kc, eventsTopic, group, dlq, h, cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func (r *running) stop(t *testing.T) error {
 }
 
 // committed returns the group's committed offset per partition of the events topic.
-func (c *cluster) committed(t *testing.T, partitions int) map[int]int64 {
+func (c *testCluster) committed(t *testing.T, partitions int) map[int]int64 {
 	t.Helper()
 	cl := &kafka.Client{Addr: kafka.TCP(c.kc.Brokers...), Timeout: 5 * time.Second}
 	ps := make([]int, partitions)
@@ -152,7 +152,7 @@ func sum(m map[int]int64) int64 {
 }
 
 // waitCommitted waits until the group has committed want records in all.
-func (c *cluster) waitCommitted(t *testing.T, partitions int, want int64) map[int]int64 {
+func (c *testCluster) waitCommitted(t *testing.T, partitions int, want int64) map[int]int64 {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -168,7 +168,7 @@ func (c *cluster) waitCommitted(t *testing.T, partitions int, want int64) map[in
 }
 
 // readAll reads n records of a one-partition topic from its start.
-func (c *cluster) readAll(t *testing.T, topic string, n int) []kafka.Message {
+func (c *testCluster) readAll(t *testing.T, topic string, n int) []kafka.Message {
 	t.Helper()
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: c.kc.Brokers, Topic: topic, Partition: 0, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,

@@ -8,12 +8,12 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
 // groupConfig is the consumer group of the events topic. Offsets are committed only by
 // the Consumer, after the events before them were handled.
-func groupConfig(kc throttle.KafkaConfig, topic, group string, log *zap.Logger) kafka.ConsumerGroupConfig {
+func groupConfig(kc cluster.Config, topic, group string, log *zap.Logger) kafka.ConsumerGroupConfig {
 	sugar := log.Sugar().With("topic", topic, "group", group)
 	return kafka.ConsumerGroupConfig{
 		ID:      group,
@@ -35,7 +35,7 @@ func groupConfig(kc throttle.KafkaConfig, topic, group string, log *zap.Logger) 
 
 // partitionReader reads one assigned partition from offset (a committed offset, or
 // kafka.FirstOffset).
-func partitionReader(kc throttle.KafkaConfig, topic string, partition int, offset int64, log *zap.Logger) (*kafka.Reader, error) {
+func partitionReader(kc cluster.Config, topic string, partition int, offset int64, log *zap.Logger) (*kafka.Reader, error) {
 	sugar := log.Sugar().With("topic", topic, "partition", partition)
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:   kc.Brokers,
@@ -63,7 +63,7 @@ func partitionReader(kc throttle.KafkaConfig, topic string, partition int, offse
 
 // endOffsets returns the first and end offsets of the partitions, to tell which have
 // nothing to read.
-func endOffsets(ctx context.Context, kc throttle.KafkaConfig, topic string, partitions []int) (first, end map[int]int64, err error) {
+func endOffsets(ctx context.Context, kc cluster.Config, topic string, partitions []int) (first, end map[int]int64, err error) {
 	tr := kc.Transport()
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Timeout: 10 * time.Second, Transport: tr}

@@ -123,7 +123,7 @@ func randomCase(t *testing.T, seed uint64) {
 }
 
 // readAllDead reads the dead-letter topic from its start to its end.
-func (c *cluster) readAllDead(t *testing.T) []kafka.Message {
+func (c *testCluster) readAllDead(t *testing.T) []kafka.Message {
 	t.Helper()
 	conn, err := kafka.DialLeader(context.Background(), "tcp", c.kc.Brokers[0], dlqTopic, 0)
 	if err != nil {

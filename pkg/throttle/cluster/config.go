@@ -1,4 +1,4 @@
-package throttle
+package cluster
 
 import (
 	"crypto/tls"
@@ -15,10 +15,10 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
-// KafkaConfig says how to reach the Kafka cluster. kafka-go keeps TLS and SASL in two
+// Config says how to reach the Kafka cluster. kafka-go keeps TLS and SASL in two
 // places (Transport for Writer and Client, Dialer for Reader and Conn); this type fills
 // both from one description.
-type KafkaConfig struct {
+type Config struct {
 	Brokers  []string
 	ClientID string // defaults to "sluice"
 	TLS      *tls.Config
@@ -41,24 +41,26 @@ func SASLMechanism(name, user, pass string) (sasl.Mechanism, error) {
 	return nil, fmt.Errorf("sasl mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", name)
 }
 
-// explain adds to a connection error what it likely means with this configuration. A
+// Explain adds to a connection error what it likely means with this configuration. A
 // listener that requires SASL closes a connection that sends no SASL handshake, and
 // kafka-go then reports only "unexpected EOF".
-func (k KafkaConfig) explain(err error) error {
+func (k Config) Explain(err error) error {
 	if err == nil || k.SASL != nil || !errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "expecting TLS") {
 		return err
 	}
 	return fmt.Errorf("%w (the broker closed the connection without an answer: if its listener requires SASL, set KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD)", err)
 }
 
-func (k KafkaConfig) validate() error {
+// Validate refuses a configuration that names no broker.
+func (k Config) Validate() error {
 	if len(k.Brokers) == 0 {
 		return errors.New("kafka config: no brokers")
 	}
 	return nil
 }
 
-func (k KafkaConfig) clientID() string {
+// ClientName is the client id sent to brokers: ClientID, or "sluice".
+func (k Config) ClientName() string {
 	if k.ClientID == "" {
 		return "sluice"
 	}
@@ -67,13 +69,13 @@ func (k KafkaConfig) clientID() string {
 
 // Transport returns a kafka-go transport (for Writer and Client) carrying the client id,
 // TLS and SASL. Close its idle connections when done with it.
-func (k KafkaConfig) Transport() *kafka.Transport { return k.transportTTL(10 * time.Second) }
+func (k Config) Transport() *kafka.Transport { return k.TransportTTL(10 * time.Second) }
 
-// transportTTL is transport with a metadata cache of ttl: kafka-go's Client answers
+// TransportTTL is transport with a metadata cache of ttl: kafka-go's Client answers
 // metadata requests from that cache, so a reader of topology changes needs it short.
-func (k KafkaConfig) transportTTL(ttl time.Duration) *kafka.Transport {
+func (k Config) TransportTTL(ttl time.Duration) *kafka.Transport {
 	return &kafka.Transport{
-		ClientID:    k.clientID(),
+		ClientID:    k.ClientName(),
 		TLS:         k.TLS,
 		SASL:        k.SASL,
 		DialTimeout: 5 * time.Second,
@@ -83,9 +85,9 @@ func (k KafkaConfig) transportTTL(ttl time.Duration) *kafka.Transport {
 
 // Dialer returns a kafka-go dialer (for Reader and Conn) carrying the client id, TLS and
 // SASL.
-func (k KafkaConfig) Dialer() *kafka.Dialer {
+func (k Config) Dialer() *kafka.Dialer {
 	return &kafka.Dialer{
-		ClientID:      k.clientID(),
+		ClientID:      k.ClientName(),
 		Timeout:       5 * time.Second,
 		DualStack:     true,
 		TLS:           k.TLS,
@@ -93,7 +95,9 @@ func (k KafkaConfig) Dialer() *kafka.Dialer {
 	}
 }
 
-func (k KafkaConfig) client(timeout time.Duration) *kafka.Client {
+// Client returns a kafka-go client of every broker, each request bounded by timeout,
+// over a transport of its own (close its idle connections when done).
+func (k Config) Client(timeout time.Duration) *kafka.Client {
 	return &kafka.Client{
 		Addr:      kafka.TCP(k.Brokers...),
 		Timeout:   timeout,
@@ -101,5 +105,5 @@ func (k KafkaConfig) client(timeout time.Duration) *kafka.Client {
 	}
 }
 
-// addr is the first broker as a net.Addr, for requests that kafka-go sends to one broker.
-func (k KafkaConfig) addr() net.Addr { return kafka.TCP(k.Brokers...) }
+// Addr is the first broker as a net.Addr, for requests that kafka-go sends to one broker.
+func (k Config) Addr() net.Addr { return kafka.TCP(k.Brokers...) }

@@ -1,4 +1,4 @@
-package throttle
+package cluster
 
 import (
 	"errors"
@@ -8,29 +8,29 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// WriterOption tunes a writer made by NewWriter.
-type WriterOption interface{ applyWriter(*kafka.Writer) }
+// WriterOpt tunes a writer made by NewWriter.
+type WriterOpt interface{ applyWriter(*kafka.Writer) }
 
 type writerOptionFunc func(*kafka.Writer)
 
 func (f writerOptionFunc) applyWriter(w *kafka.Writer) { f(w) }
 
-// WithWriterBatch sets how long the writer waits to fill a batch (default 2ms; kafka-go's
+// WithBatch sets how long the writer waits to fill a batch (default 2ms; kafka-go's
 // own default of 1s would make every synchronous write take a second), and the most
 // records and bytes in one (0: kafka-go's defaults, 100 records and 1 MiB).
-func WithWriterBatch(timeout time.Duration, records int, bytes int64) WriterOption {
+func WithBatch(timeout time.Duration, records int, bytes int64) WriterOpt {
 	return writerOptionFunc(func(w *kafka.Writer) { w.BatchTimeout, w.BatchSize, w.BatchBytes = timeout, records, bytes })
 }
 
-// WithWriterRetries bounds kafka-go's attempts at one batch and the backoff between them
+// WithRetries bounds kafka-go's attempts at one batch and the backoff between them
 // (default 3 attempts, 10ms to 250ms). A caller that retries itself keeps it low, so a
 // failure reaches it quickly.
-func WithWriterRetries(attempts int, lo, hi time.Duration) WriterOption {
+func WithRetries(attempts int, lo, hi time.Duration) WriterOpt {
 	return writerOptionFunc(func(w *kafka.Writer) { w.MaxAttempts, w.WriteBackoffMin, w.WriteBackoffMax = attempts, lo, hi })
 }
 
 // WithWriteTimeout bounds one produce request (default 10s).
-func WithWriteTimeout(d time.Duration) WriterOption {
+func WithWriteTimeout(d time.Duration) WriterOpt {
 	return writerOptionFunc(func(w *kafka.Writer) { w.WriteTimeout = d })
 }
 
@@ -40,8 +40,8 @@ func WithWriteTimeout(d time.Duration) WriterOption {
 // partitioner, so every Kafka client puts a key's records on the same partition (kafka-go's
 // default, round robin, ignores the key). It never creates topics: CreateTopics and
 // EnsureTopic do, with the right settings. Close it with CloseWriter.
-func NewWriter(kc KafkaConfig, topic string, opts ...WriterOption) (*kafka.Writer, error) {
-	if err := kc.validate(); err != nil {
+func NewWriter(kc Config, topic string, opts ...WriterOpt) (*kafka.Writer, error) {
+	if err := kc.Validate(); err != nil {
 		return nil, err
 	}
 	if topic == "" {
