@@ -67,7 +67,7 @@ func (s *session) newCodec(rc throttle.RegistryConfig, topic string) (*throttle.
 //
 // kafka-go does not bound a request by its context alone. The transport connects to a
 // broker (TCP, TLS, API versions, SASL) under its own DialTimeout (5s from
-// KafkaConfig.Transport), on its own context for the first connection, and asks for the
+// cluster.Config.Transport), on its own context for the first connection, and asks for the
 // cluster's metadata under MetadataTTL (10s); a broker that accepts connections and never
 // answers would end the command there, with "i/o timeout", whatever --timeout says. So
 // the transport runs on ctx and both bounds are stretched to the time ctx has left.

@@ -349,7 +349,7 @@ func (s *Stack) Brokers() []string {
 	return []string{s.kafkaAddr}
 }
 
-// Kafka returns a KafkaConfig for the broker.
+// Kafka returns a cluster.Config for the broker.
 func (s *Stack) Kafka() cluster.Config {
 	return cluster.Config{Brokers: s.Brokers(), ClientID: "throttletest"}
 }
