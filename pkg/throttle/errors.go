@@ -1,6 +1,11 @@
 package throttle
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
+)
 
 // Errors returned by this package. Decode errors wrap one of the first five, so callers
 // can tell a poison record (skip it) from a registry that is away (retry later).
@@ -18,8 +23,9 @@ var (
 	ErrInvalid = errors.New("throttle: invalid record")
 
 	// ErrRegistryUnavailable: the schema registry could not be reached to resolve a schema
-	// id not seen before. It is retryable: the record is not poison.
-	ErrRegistryUnavailable = errors.New("throttle: schema registry unavailable")
+	// id not seen before. It is retryable: the record is not poison (it wraps follow.ErrRetry,
+	// so a follow.Scan retries it too).
+	ErrRegistryUnavailable = fmt.Errorf("throttle: schema registry unavailable (%w)", follow.ErrRetry)
 	// errTombstone: a nil value was handed to Decode. Tombstones carry no record; check
 	// for nil before decoding.
 	errTombstone = errors.New("throttle: tombstone has no value to decode")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -39,7 +40,7 @@ func TestLeaderMoves(t *testing.T) {
 		}
 	}
 	write("acme", 1)
-	tb, err := throttle.NewTable(kc, "moving", s.Codec(t, "moving"), throttle.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	tb, err := throttle.NewTable(kc, "moving", s.Codec(t, "moving"), throttle.WithRead(follow.WithBackoff(10*time.Millisecond, 100*time.Millisecond)))
 	if err != nil {
 		t.Fatal(err)
 	}

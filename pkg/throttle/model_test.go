@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -133,7 +134,7 @@ func runModelCase(t *testing.T, s *throttletest.Stack, seed uint64) map[string]i
 
 	startTable := func() (*throttle.Table, func() int64) {
 		tb, err := throttle.NewTable(s.Kafka(), topic, s.Codec(t, topic),
-			throttle.WithPollInterval(20*time.Millisecond), throttle.WithBackoff(5*time.Millisecond, 50*time.Millisecond))
+			throttle.WithRead(follow.WithPollInterval(20*time.Millisecond)), throttle.WithRead(follow.WithBackoff(5*time.Millisecond, 50*time.Millisecond)))
 		if err != nil {
 			panic(err) // options are constant: cannot fail
 		}

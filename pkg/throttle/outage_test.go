@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -75,7 +76,7 @@ func TestRegistryOutagesLoseNothing(t *testing.T) {
 	waited := 0
 	// Rebuild under outages.
 	f.s.StopRegistry()
-	tb := f.start(throttle.WithStallTimeout(50 * time.Millisecond))
+	tb := f.start(throttle.WithRead(follow.WithStallTimeout(50 * time.Millisecond)))
 	eventually(t, "a partition waiting at a record", func() bool {
 		for _, p := range tb.Stats().Partitions {
 			if p.Waiting >= 0 {

@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -57,7 +58,7 @@ func TestKeyOnTwoPartitions(t *testing.T) {
 			moved[c.Customer] = true
 			mu.Unlock()
 		}
-	}, []throttle.Option{throttle.WithPartitionDiscovery(50 * time.Millisecond)})
+	}, []throttle.Option{throttle.WithRead(follow.WithPartitionDiscovery(50 * time.Millisecond))})
 	// wrong is each table's count of wrong_partition records: live, then rebuilt.
 	both := func(what string, want map[string]int64, wrong [2]int64) {
 		t.Helper()

@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -135,7 +136,7 @@ func TestReadsEveryBatchShape(t *testing.T) {
 
 			// Scan (throttlectl's dump and restore) reads the same records.
 			scanned := map[string]int64{}
-			ranges, err := throttle.Scan(t.Context(), f.s.Kafka(), f.topic, func(m kafka.Message) error {
+			ranges, err := follow.Scan(t.Context(), f.s.Kafka(), f.topic, func(m kafka.Message) error {
 				if m.Value == nil {
 					delete(scanned, string(m.Key))
 					return nil

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 )
 
 // HeaderExpires is the header an expiry tombstone carries: the id of the throttle it
@@ -92,25 +93,59 @@ type Change struct {
 	Rebuilding bool
 }
 
+// Option configures a Table: validated by NewTable.
+type Option interface{ apply(*tableOptions) }
+
+type optionFunc func(*tableOptions)
+
+func (f optionFunc) apply(o *tableOptions) { f(o) }
+
+type tableOptions struct {
+	tableConfig
+	log  *zap.Logger
+	read []follow.Opt
+}
+
 type tableConfig struct {
 	observer    func(Change)
 	clock       func() time.Time
 	forgetEvery time.Duration
 }
 
-func defaultTableConfig() tableConfig {
-	return tableConfig{clock: time.Now, forgetEvery: time.Second}
+func buildOptions(opts []Option) tableOptions {
+	o := tableOptions{tableConfig: tableConfig{clock: time.Now, forgetEvery: time.Second}, log: zap.NewNop()}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	return o
+}
+
+// WithLogger sets the logger of the table and of its read loop (default: none).
+func WithLogger(l *zap.Logger) Option {
+	return optionFunc(func(o *tableOptions) {
+		if l != nil {
+			o.log = l
+		}
+	})
+}
+
+// WithRead tunes the table's read loop (follow.WithPollInterval, WithStallTimeout,
+// WithBackoff, WithPartitionDiscovery).
+func WithRead(opts ...follow.Opt) Option {
+	return optionFunc(func(o *tableOptions) { o.read = append(o.read, opts...) })
 }
 
 // WithObserver registers a function called for every change, on the goroutine that
 // applied it. It must be quick and must not call back into the table's writers.
 func WithObserver(fn func(Change)) Option {
-	return optionFunc(func(o *options) { o.observer = fn })
+	return optionFunc(func(o *tableOptions) { o.observer = fn })
 }
 
 // withClock replaces time.Now, for tests.
 func withClock(now func() time.Time) Option {
-	return optionFunc(func(o *options) {
+	return optionFunc(func(o *tableOptions) {
 		if now != nil {
 			o.clock = now
 		}
@@ -120,7 +155,7 @@ func withClock(now func() time.Time) Option {
 // withForgetInterval sets how often expired throttles are forgotten (default 1s). Lookups
 // treat a throttle as absent from its expiry on regardless.
 func withForgetInterval(d time.Duration) Option {
-	return optionFunc(func(o *options) { o.forgetEvery = d })
+	return optionFunc(func(o *tableOptions) { o.forgetEvery = d })
 }
 
 const shardCount = 256
@@ -143,7 +178,7 @@ type Table struct {
 	codec    *Codec
 	cfg      tableConfig
 	log      *zap.Logger
-	follower *Follower
+	follower *follow.Follower
 	seed     maphash.Seed
 	shards   [shardCount]shard
 
@@ -223,9 +258,9 @@ func NewTable(kc cluster.Config, topic string, codec *Codec, opts ...Option) (*T
 	}
 	t.now.Store(t.cfg.clock().UnixMilli())
 	t.filter.Store(new(filter))
-	o.onCaughtUpHook = t.makeVisible
-	o.onPartitions = t.repartition
-	f, err := newFollower(kc, topic, t.apply, o)
+	read := append([]follow.Opt{follow.WithLogger(o.log)}, o.read...)
+	read = append(read, follow.WithCaughtUp(t.makeVisible), follow.WithPartitionCount(t.repartition))
+	f, err := follow.New(kc, topic, t.apply, read...)
 	if err != nil {
 		return nil, fmt.Errorf("new table: %w", err)
 	}
@@ -336,7 +371,7 @@ type TableStats struct {
 	// throttles it last knew.
 	Fresh      bool
 	Active     int
-	Partitions []PartitionProgress
+	Partitions []follow.Progress
 	// Poison counts skipped records by reason: wrong_partition (see apply), bad_magic,
 	// truncated, unknown_schema,
 	// bad_body, invalid, key_mismatch.

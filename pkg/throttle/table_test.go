@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -102,7 +103,7 @@ func (f *fixture) run(opts ...throttle.Option) *throttle.Table {
 
 func (f *fixture) start(opts ...throttle.Option) *throttle.Table {
 	f.t.Helper()
-	opts = append([]throttle.Option{throttle.WithPollInterval(50 * time.Millisecond), throttle.WithBackoff(20*time.Millisecond, 200*time.Millisecond)}, opts...)
+	opts = append([]throttle.Option{throttle.WithRead(follow.WithPollInterval(50 * time.Millisecond)), throttle.WithRead(follow.WithBackoff(20*time.Millisecond, 200*time.Millisecond))}, opts...)
 	// A codec of its own, as a separate service would have: nothing cached from writing.
 	tb, err := throttle.NewTable(f.s.Kafka(), f.topic, f.s.Codec(f.t, f.topic), opts...)
 	if err != nil {
@@ -487,7 +488,7 @@ func TestTableBrokerRestartMidTail(t *testing.T) {
 func TestTablePartitionAdded(t *testing.T) {
 	f := newFixture(t, 1, throttletest.Options{})
 	f.put(f.msg(0, rec("acme", 1, time.Hour)))
-	tb := f.run(throttle.WithPartitionDiscovery(50 * time.Millisecond))
+	tb := f.run(throttle.WithRead(follow.WithPartitionDiscovery(50 * time.Millisecond)))
 	cl := &kafka.Client{Addr: kafka.TCP(f.s.Brokers()...)}
 	resp, err := cl.CreatePartitions(t.Context(), &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: f.topic, Count: 3}}})
 	if err != nil || resp.Errors[f.topic] != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluice-dev/sluice/deploy/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/platform/envconfig"
@@ -198,7 +199,7 @@ func ingestionMetrics(t *testing.T) map[string]deploycheck.Metric {
 	m.WatchTable(func() throttle.TableStats {
 		return throttle.TableStats{
 			Ready: true, Fresh: true, Active: 1,
-			Partitions: []throttle.PartitionProgress{{Partition: 0, Position: 1, End: 1, HighWatermark: 1, CaughtUp: true, Waiting: 1}},
+			Partitions: []follow.Progress{{Partition: 0, Position: 1, End: 1, HighWatermark: 1, CaughtUp: true, Waiting: 1}},
 			Poison:     map[string]int64{"bad_magic": 1},
 		}
 	})

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/fleet"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
@@ -96,10 +97,10 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 		Replica: cfg.ReplicaID, Interval: cfg.HeartbeatInterval, TTL: cfg.MemberTTL, Log: log.Named("fleet"),
 		Serving: table.Ready, // a replica still refusing events with 503 must not shrink the others' shares
 	}, members, func(apply fleet.ApplyFunc) (fleet.Source, error) {
-		return throttle.NewFollower(kc, cfg.MembersTopic, apply,
-			throttle.WithLogger(log.Named("members")),
-			throttle.WithPollInterval(cfg.HeartbeatInterval),
-			throttle.WithBackoff(100*time.Millisecond, cfg.HeartbeatInterval))
+		return follow.New(kc, cfg.MembersTopic, apply,
+			follow.WithLogger(log.Named("members")),
+			follow.WithPollInterval(cfg.HeartbeatInterval),
+			follow.WithBackoff(100*time.Millisecond, cfg.HeartbeatInterval))
 	})
 	if err != nil {
 		return err

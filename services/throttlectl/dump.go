@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 )
 
 func dumpCommand() *command {
@@ -153,13 +154,13 @@ func (s *session) scanErr(err error) error {
 
 // scanTopic reads every partition of topic from its first offset up to the end offsets
 // taken at start, in partition order, and hands each record to fn with its value
-// decoded. It reads with throttle.Scan, the read loop every Table uses, so it passes over
+// decoded. It reads with follow.Scan, the read loop every Table uses, so it passes over
 // nothing the log holds (empty and compacted batches, transaction markers and aborted
 // transactions are handled there), and it tells a null value (a tombstone) from an
 // empty one. A record whose schema cannot be fetched because the registry is away is
 // retried until ctx ends, never reported as poison.
-func scanTopic(ctx context.Context, kc cluster.Config, topic string, codec *throttle.Codec, fn func(entry) error) ([]throttle.PartitionRange, error) {
-	return throttle.Scan(ctx, kc, topic, func(m kafka.Message) error {
+func scanTopic(ctx context.Context, kc cluster.Config, topic string, codec *throttle.Codec, fn func(entry) error) ([]follow.Range, error) {
+	return follow.Scan(ctx, kc, topic, func(m kafka.Message) error {
 		e, err := readEntry(ctx, topic, m, codec)
 		if err != nil {
 			return err

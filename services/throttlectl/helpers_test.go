@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -123,7 +124,7 @@ func (c *testCluster) publish(topic string, recs ...throttle.Record) {
 // active throttles.
 func (c *testCluster) active(topic string) []throttle.Record {
 	c.t.Helper()
-	tb, err := throttle.NewTable(c.s.Kafka(), topic, c.s.Codec(c.t, topic), throttle.WithPollInterval(50*time.Millisecond), throttle.WithStallTimeout(time.Second))
+	tb, err := throttle.NewTable(c.s.Kafka(), topic, c.s.Codec(c.t, topic), throttle.WithRead(follow.WithPollInterval(50*time.Millisecond)), throttle.WithRead(follow.WithStallTimeout(time.Second)))
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 )
 
 // session is what a command works with once its command line is parsed.
@@ -189,9 +190,9 @@ func (s *session) readTable(ctx, readyCtx context.Context, opts ...throttle.Opti
 		throttle.WithLogger(s.log),
 		// A tool waits for readiness: look for progress often, and give up on a reader
 		// that stopped below the end (a compacted-away tail) after a second, not ten.
-		throttle.WithPollInterval(100 * time.Millisecond),
-		throttle.WithStallTimeout(time.Second),
-		throttle.WithBackoff(50*time.Millisecond, time.Second),
+		throttle.WithRead(follow.WithPollInterval(100 * time.Millisecond)),
+		throttle.WithRead(follow.WithStallTimeout(time.Second)),
+		throttle.WithRead(follow.WithBackoff(50*time.Millisecond, time.Second)),
 	}, opts...)
 	tb, err := throttle.NewTable(kc, s.topic(), codec, opts...)
 	if err != nil {

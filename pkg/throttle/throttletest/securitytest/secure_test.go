@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/securitytest"
 )
@@ -192,7 +193,7 @@ func countRecords(t *testing.T, env *securitytest.Env) int {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	n := 0
-	_, err := throttle.Scan(ctx, env.KafkaUser(t, securitytest.Admin), throttle.DefaultTopic, func(kafka.Message) error {
+	_, err := follow.Scan(ctx, env.KafkaUser(t, securitytest.Admin), throttle.DefaultTopic, func(kafka.Message) error {
 		n++
 		return nil
 	})

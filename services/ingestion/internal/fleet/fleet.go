@@ -15,11 +15,11 @@ import (
 )
 
 // ApplyFunc applies one record of the membership topic (the shape of
-// throttle.ApplyFunc).
+// follow.ApplyFunc).
 type ApplyFunc = func(ctx context.Context, msg kafka.Message) error
 
 // Source reads the membership topic from offset zero on every partition, then tails it,
-// handing every record to the ApplyFunc it was built with. throttle.Follower is one; the
+// handing every record to the ApplyFunc it was built with. follow.Follower is one; the
 // interface keeps this package free of how the topic is read.
 type Source interface {
 	Run(ctx context.Context) error

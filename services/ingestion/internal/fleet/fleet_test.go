@@ -8,8 +8,8 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/fleet"
 )
@@ -43,8 +43,8 @@ func startServing(t *testing.T, s *throttletest.Stack, id string, serving func()
 	log := zaptest.NewLogger(t).Named(id)
 	f, err := fleet.New(fleet.Config{Replica: id, Interval: interval, TTL: ttl, Serving: serving, Log: log}, w,
 		func(apply fleet.ApplyFunc) (fleet.Source, error) {
-			return throttle.NewFollower(kc, topic, apply, throttle.WithLogger(log),
-				throttle.WithPollInterval(interval), throttle.WithBackoff(20*time.Millisecond, interval))
+			return follow.New(kc, topic, apply, follow.WithLogger(log),
+				follow.WithPollInterval(interval), follow.WithBackoff(20*time.Millisecond, interval))
 		})
 	if err != nil {
 		t.Fatal(err)

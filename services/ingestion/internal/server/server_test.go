@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
@@ -85,7 +86,7 @@ func (t *fakeTable) Active() []throttle.Record {
 
 func (t *fakeTable) Stats() throttle.TableStats {
 	return throttle.TableStats{Ready: t.Ready(), Fresh: true, Active: len(t.Active()),
-		Partitions: []throttle.PartitionProgress{{Partition: 0, Position: 7, End: 7, HighWatermark: 9, Lag: 2, CaughtUp: true, Waiting: -1}}}
+		Partitions: []follow.Progress{{Partition: 0, Position: 7, End: 7, HighWatermark: 9, Lag: 2, CaughtUp: true, Waiting: -1}}}
 }
 
 type fakeFleet struct{ alive atomic.Int64 }

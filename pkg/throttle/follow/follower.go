@@ -1,4 +1,4 @@
-package throttle
+package follow
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // path while rebuilding and while tailing.
 //
 // It uses no consumer group: every instance reads the whole topic, which is what a local
-// copy of a compacted topic needs. Table is a Follower that keeps throttles; services use
+// copy of a compacted topic needs. the throttle Table is built on a Follower; services use
 // Followers directly for other small compacted topics (ingestion's membership topic).
 type Follower struct {
 	kc    cluster.Config
@@ -47,18 +47,12 @@ type Follower struct {
 // overwritten, but they share the fetched answer's memory: copy what you keep for long.
 type ApplyFunc func(ctx context.Context, msg kafka.Message) error
 
-// Option configures a Follower or a Table. Options that only make sense for a Table are
-// ignored by a Follower.
-type Option interface{ apply(*options) }
+// Opt configures a Follower (or a Scan): validated by New.
+type Opt interface{ apply(*followerConfig) }
 
-type optionFunc func(*options)
+type optFunc func(*followerConfig)
 
-func (f optionFunc) apply(o *options) { f(o) }
-
-type options struct {
-	followerConfig
-	tableConfig
-}
+func (f optFunc) apply(c *followerConfig) { f(c) }
 
 type followerConfig struct {
 	log            *zap.Logger
@@ -85,8 +79,8 @@ func defaultFollowerConfig() followerConfig {
 }
 
 // WithLogger sets the logger (default: none).
-func WithLogger(l *zap.Logger) Option {
-	return optionFunc(func(c *options) {
+func WithLogger(l *zap.Logger) Opt {
+	return optFunc(func(c *followerConfig) {
 		if l != nil {
 			c.log = l
 		}
@@ -95,44 +89,58 @@ func WithLogger(l *zap.Logger) Option {
 
 // WithPollInterval sets how often high watermarks are read, which drives lag figures,
 // freshness and the log line of a partition that does not advance (default 1s).
-func WithPollInterval(d time.Duration) Option {
-	return optionFunc(func(c *options) { c.pollInterval = d })
+func WithPollInterval(d time.Duration) Opt {
+	return optFunc(func(c *followerConfig) { c.pollInterval = d })
 }
 
 // WithPartitionDiscovery sets how often the topic's partition count is checked, so that
 // partitions added later are read too (default 10s).
-func WithPartitionDiscovery(d time.Duration) Option {
-	return optionFunc(func(c *options) { c.metadataEvery = d })
+func WithPartitionDiscovery(d time.Duration) Opt {
+	return optFunc(func(c *followerConfig) { c.metadataEvery = d })
 }
 
 // WithStallTimeout sets how long a partition may stay behind its high watermark without
 // advancing before it is logged as not advancing (default 10s). Nothing is skipped: the
 // read loop retries at the same offset.
-func WithStallTimeout(d time.Duration) Option {
-	return optionFunc(func(c *options) { c.stallTimeout = d })
+func WithStallTimeout(d time.Duration) Opt {
+	return optFunc(func(c *followerConfig) { c.stallTimeout = d })
 }
 
 // WithBackoff sets the reconnect and retry backoff bounds (default 100ms to 5s).
-func WithBackoff(lo, hi time.Duration) Option {
-	return optionFunc(func(c *options) { c.backoffMin, c.backoffMax = lo, hi })
+func WithBackoff(lo, hi time.Duration) Opt {
+	return optFunc(func(c *followerConfig) { c.backoffMin, c.backoffMax = lo, hi })
 }
 
-// NewFollower returns a Follower of topic. Run starts it.
-func NewFollower(kc cluster.Config, topic string, apply ApplyFunc, opts ...Option) (*Follower, error) {
-	return newFollower(kc, topic, apply, buildOptions(opts))
+// WithCaughtUp runs fn once, when every partition has first reached the end offset it
+// had at start, before the Follower reports ready: a reader built on a Follower (the
+// throttle Table) makes what it built visible there.
+func WithCaughtUp(fn func()) Opt {
+	return optFunc(func(c *followerConfig) { c.onCaughtUpHook = fn })
 }
 
-func buildOptions(opts []Option) options {
-	o := options{followerConfig: defaultFollowerConfig(), tableConfig: defaultTableConfig()}
+// WithPartitionCount runs fn with the topic's partition count whenever it is read, before
+// the partitions added since are read: a reader that places keys on partitions (the
+// throttle Table) learns of added partitions first.
+func WithPartitionCount(fn func(n int)) Opt {
+	return optFunc(func(c *followerConfig) { c.onPartitions = fn })
+}
+
+// New returns a Follower of topic. Run starts it.
+func New(kc cluster.Config, topic string, apply ApplyFunc, opts ...Opt) (*Follower, error) {
+	return newFollower(kc, topic, apply, buildConfig(opts))
+}
+
+func buildConfig(opts []Opt) followerConfig {
+	c := defaultFollowerConfig()
 	for _, opt := range opts {
 		if opt != nil {
-			opt.apply(&o)
+			opt.apply(&c)
 		}
 	}
-	return o
+	return c
 }
 
-func newFollower(kc cluster.Config, topic string, apply ApplyFunc, o options) (*Follower, error) {
+func newFollower(kc cluster.Config, topic string, apply ApplyFunc, cfg followerConfig) (*Follower, error) {
 	if err := kc.Validate(); err != nil {
 		return nil, err
 	}
@@ -142,7 +150,6 @@ func newFollower(kc cluster.Config, topic string, apply ApplyFunc, o options) (*
 	if apply == nil {
 		return nil, errors.New("new follower: apply is nil")
 	}
-	cfg := o.followerConfig
 	if cfg.pollInterval <= 0 || cfg.stallTimeout <= 0 || cfg.metadataEvery <= 0 || cfg.backoffMin <= 0 || cfg.backoffMax < cfg.backoffMin {
 		return nil, errors.New("new follower: intervals must be positive and backoff min <= max")
 	}
@@ -183,8 +190,8 @@ func newPartition(id int, first, end int64) *partition {
 	return p
 }
 
-// PartitionProgress is one partition's reading progress.
-type PartitionProgress struct {
+// Progress is one partition's reading progress.
+type Progress struct {
 	Partition int
 	Position  int64 // next offset to read
 	End       int64 // end offset to reach for readiness (taken at start)
@@ -202,12 +209,12 @@ type PartitionProgress struct {
 }
 
 // Progress returns each partition's progress, by partition number.
-func (f *Follower) Progress() []PartitionProgress {
+func (f *Follower) Progress() []Progress {
 	f.mu.Lock()
-	out := make([]PartitionProgress, 0, len(f.parts))
+	out := make([]Progress, 0, len(f.parts))
 	for _, p := range f.parts {
 		pos, hwm := p.position.Load(), p.hwm.Load()
-		out = append(out, PartitionProgress{
+		out = append(out, Progress{
 			Partition: p.id, Position: pos, End: p.end, HighWatermark: hwm,
 			Lag: max(hwm-pos, 0), CaughtUp: p.caughtUp.Load(), Restarts: p.restarts.Load(),
 			Waiting: p.waiting.Load(), SkippedOffsets: p.skipped.Load(),

@@ -1,4 +1,4 @@
-package throttle
+package follow
 
 import (
 	"context"
@@ -11,9 +11,14 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 )
 
-// PartitionRange is the part of a partition a Scan read: from its first offset to the end
+// ErrRetry, wrapped in the error of a Scan's function, asks for the record to be handed
+// over again later (the throttle codec's registry errors wrap it) instead of ending the
+// scan.
+var ErrRetry = errors.New("follow: retry this record later")
+
+// Range is the part of a partition a Scan read: from its first offset to the end
 // offset it had when the scan started.
-type PartitionRange struct {
+type Range struct {
 	Partition  int
 	First, End int64
 }
@@ -23,11 +28,11 @@ type PartitionRange struct {
 // offset order. It reads with the Follower's loop, so it passes over nothing the log
 // holds (empty and compacted batches, transaction markers, aborted transactions and a
 // moved log start are handled as there). An error from fn ends the scan with it, except
-// one wrapping ErrRegistryUnavailable: the record is then retried with backoff, as a
-// Table does, and the scan waits at it until ctx ends.
+// one wrapping ErrRetry: the record is then retried with backoff, as a Follower does,
+// and the scan waits at it until ctx ends.
 //
 // Use it for one-off reads of a snapshot (dumps); a Follower or a Table keeps following.
-func Scan(ctx context.Context, kc cluster.Config, topic string, fn func(kafka.Message) error, opts ...Option) ([]PartitionRange, error) {
+func Scan(ctx context.Context, kc cluster.Config, topic string, fn func(kafka.Message) error, opts ...Opt) ([]Range, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var fnErr, waitErr error // waitErr: why the record in hand is being retried
@@ -38,7 +43,7 @@ func Scan(ctx context.Context, kc cluster.Config, topic string, fn func(kafka.Me
 		}
 		err := fn(msg)
 		waitErr = err
-		if errors.Is(err, ErrRegistryUnavailable) {
+		if errors.Is(err, ErrRetry) {
 			return err
 		}
 		if err != nil {
@@ -47,7 +52,7 @@ func Scan(ctx context.Context, kc cluster.Config, topic string, fn func(kafka.Me
 		}
 		return nil
 	}
-	f, err := newFollower(kc, topic, apply, buildOptions(opts))
+	f, err := newFollower(kc, topic, apply, buildConfig(opts))
 	if err != nil {
 		return nil, err
 	}
@@ -61,9 +66,9 @@ func Scan(ctx context.Context, kc cluster.Config, topic string, fn func(kafka.Me
 	if err != nil {
 		return nil, err
 	}
-	ranges := make([]PartitionRange, 0, len(ids))
+	ranges := make([]Range, 0, len(ids))
 	for _, id := range ids {
-		ranges = append(ranges, PartitionRange{Partition: id, First: offs[id].FirstOffset, End: offs[id].LastOffset})
+		ranges = append(ranges, Range{Partition: id, First: offs[id].FirstOffset, End: offs[id].LastOffset})
 	}
 	for _, r := range ranges {
 		p := newPartition(r.Partition, r.First, r.End)
