@@ -336,7 +336,7 @@ func runRegistry(ctx context.Context, out io.Writer, addr, dialHost, kafkaAddr s
 		return err
 	}
 	fmt.Fprintf(out, "Schema Registry listening on %s (schema id %d under %s; schemas kept in %s on %s)\n",
-		ln.Addr(), id, throttle.Subject(throttle.DefaultTopic), registry.DefaultTopic, kafkaAddr)
+		ln.Addr(), id, (throttle.DefaultTopic + "-value"), registry.DefaultTopic, kafkaAddr)
 	select {
 	case <-ctx.Done():
 	case err := <-served:

@@ -117,7 +117,7 @@ func TestRegistryMode(t *testing.T) {
 	if err := getJSON(base+"/subjects", &subjects); err != nil {
 		t.Fatal(err)
 	}
-	subject := throttle.Subject(throttle.DefaultTopic)
+	subject := (throttle.DefaultTopic + "-value")
 	if len(subjects) != 1 || subjects[0] != subject {
 		t.Errorf("subjects: got %v, want [%s]: the throttle schema is registered first thing", subjects, subject)
 	}

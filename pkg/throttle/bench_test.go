@@ -47,7 +47,7 @@ func rebuildTopic(b *testing.B) (s *throttletest.Stack, topic string, partitions
 		if err != nil {
 			b.Fatal(err)
 		}
-		batch = append(batch, kafka.Message{Key: throttle.Key(c), Value: v})
+		batch = append(batch, kafka.Message{Key: []byte(c), Value: v})
 		if len(batch) == cap(batch) || i == n-1 {
 			if err := w.WriteMessages(context.Background(), batch...); err != nil {
 				b.Fatal(err)

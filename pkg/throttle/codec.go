@@ -30,10 +30,14 @@ type readSchema struct {
 // Schema returns the Avro schema this package writes (schemas/throttle.avsc).
 func Schema() string { return schemaV1 }
 
-// Subject is the registry subject of the topic's values (TopicNameStrategy).
-func Subject(topic string) string { return topic + "-value" }
+// subject is the registry subject of the topic's values (TopicNameStrategy).
+func subject(topic string) string { return topic + "-value" }
 
 const headerLen = 5 // magic byte 0 + 4-byte big-endian schema id
+
+// Subject is the registry subject the codec registers its schema under: the topic's
+// name and "-value" (TopicNameStrategy).
+func (c *Codec) Subject() string { return c.subject }
 
 // Codec turns Records into Confluent-framed Avro and back.
 //
@@ -81,7 +85,7 @@ func NewCodec(cfg RegistryConfig, topic string) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new codec: parse embedded schema: %w", err)
 	}
-	c := &Codec{reg: reg, subject: Subject(topic), writer: writer}
+	c := &Codec{reg: reg, subject: subject(topic), writer: writer}
 	empty := map[int]readSchema{}
 	c.byID.Store(&empty)
 	return c, nil
@@ -130,8 +134,8 @@ func (c *Codec) Encode(r *Record) ([]byte, error) {
 	return buf, nil
 }
 
-// Decode parses a Confluent-framed Avro value. Errors wrap ErrBadMagic, ErrTruncated,
-// ErrUnknownSchema, ErrBadBody or ErrInvalid for a poison record (see isPoison), and
+// Decode parses a Confluent-framed Avro value. Errors wrap errBadMagic, errTruncated,
+// errUnknownSchema, errBadBody or ErrInvalid for a poison record (see isPoison), and
 // ErrRegistryUnavailable when the schema id is new and the registry cannot be reached: a
 // retryable condition. A tombstone (nil value) has nothing to decode: errTombstone.
 func (c *Codec) Decode(value []byte) (Record, error) {
@@ -139,10 +143,10 @@ func (c *Codec) Decode(value []byte) (Record, error) {
 		return Record{}, errTombstone
 	}
 	if len(value) < headerLen {
-		return Record{}, fmt.Errorf("%w: %d bytes", ErrTruncated, len(value))
+		return Record{}, fmt.Errorf("%w: %d bytes", errTruncated, len(value))
 	}
 	if value[0] != 0 {
-		return Record{}, fmt.Errorf("%w: 0x%02x", ErrBadMagic, value[0])
+		return Record{}, fmt.Errorf("%w: 0x%02x", errBadMagic, value[0])
 	}
 	id := int(binary.BigEndian.Uint32(value[1:headerLen]))
 	rs, err := c.codecFor(id)
@@ -155,7 +159,7 @@ func (c *Codec) Decode(value []byte) (Record, error) {
 			return Record{}, fmt.Errorf("schema id %d: %w", id, err)
 		}
 		if err != nil {
-			return Record{}, fmt.Errorf("%w: schema id %d: %w", ErrBadBody, id, err)
+			return Record{}, fmt.Errorf("%w: schema id %d: %w", errBadBody, id, err)
 		}
 		if err := r.Validate(); err != nil {
 			return Record{}, err
@@ -169,14 +173,14 @@ func (c *Codec) Decode(value []byte) (Record, error) {
 func decodeGeneric(codec *goavro.Codec, id int, body []byte) (Record, error) {
 	native, rest, err := codec.NativeFromBinary(body)
 	if err != nil {
-		return Record{}, fmt.Errorf("%w: schema id %d: %w", ErrBadBody, id, err)
+		return Record{}, fmt.Errorf("%w: schema id %d: %w", errBadBody, id, err)
 	}
 	if len(rest) != 0 {
-		return Record{}, fmt.Errorf("%w: schema id %d: %d trailing bytes", ErrBadBody, id, len(rest))
+		return Record{}, fmt.Errorf("%w: schema id %d: %d trailing bytes", errBadBody, id, len(rest))
 	}
 	fields, ok := native.(map[string]any)
 	if !ok {
-		return Record{}, fmt.Errorf("%w: schema id %d is not a record schema", ErrUnknownSchema, id)
+		return Record{}, fmt.Errorf("%w: schema id %d is not a record schema", errUnknownSchema, id)
 	}
 	r, err := fromNative(fields)
 	if err != nil {
@@ -201,16 +205,16 @@ func (c *Codec) codecFor(id int) (readSchema, error) {
 	s, err := c.reg.GetSchema(id)
 	if err != nil {
 		if isNotFound(err) {
-			return readSchema{}, fmt.Errorf("%w: %d", ErrUnknownSchema, id)
+			return readSchema{}, fmt.Errorf("%w: %d", errUnknownSchema, id)
 		}
 		return readSchema{}, fmt.Errorf("fetch schema id %d: %w", id, registryErr(err))
 	}
 	if t := s.SchemaType(); t != nil && *t != srclient.Avro {
-		return readSchema{}, fmt.Errorf("%w: %d is a %s schema, not Avro", ErrUnknownSchema, id, *t)
+		return readSchema{}, fmt.Errorf("%w: %d is a %s schema, not Avro", errUnknownSchema, id, *t)
 	}
 	codec, err := goavro.NewCodec(s.Schema())
 	if err != nil {
-		return readSchema{}, fmt.Errorf("%w: %d does not parse: %w", ErrUnknownSchema, id, err)
+		return readSchema{}, fmt.Errorf("%w: %d does not parse: %w", errUnknownSchema, id, err)
 	}
 	c.storeLocked(id, codec)
 	return (*c.byID.Load())[id], nil

@@ -186,7 +186,7 @@ func TestSchemaEvolution(t *testing.T) {
 			if got != want {
 				t.Fatalf("decode: got %+v, want %+v", got, want)
 			}
-			f.put(kafka.Message{Key: throttle.Key(r.Customer), Value: value})
+			f.put(kafka.Message{Key: []byte(r.Customer), Value: value})
 			tb := f.run()
 			rule, ok := tb.Lookup(r.Customer)
 			if !ok || rule.Limit != want.Limit || rule.Window != want.Window || rule.Mode != want.Mode || rule.ID() != want.ID {

@@ -14,4 +14,8 @@ var (
 	WithRetries        = withRetries
 	WithBatchTimeout   = withBatchTimeout
 	IsPoison           = isPoison
+	ErrBadBody         = errBadBody
+	ErrBadMagic        = errBadMagic
+	ErrTruncated       = errTruncated
+	ErrUnknownSchema   = errUnknownSchema
 )

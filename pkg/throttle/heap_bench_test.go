@@ -36,7 +36,7 @@ func BenchmarkHeapPerThrottle(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		msgs[i] = kafka.Message{Key: Key(c), Value: v, Time: now}
+		msgs[i] = kafka.Message{Key: key(c), Value: v, Time: now}
 	}
 	for b.Loop() {
 		var before, after runtime.MemStats

@@ -48,8 +48,8 @@ func NewRecordJSON(r Record) RecordJSON {
 // Record is the throttle j describes, validated. WindowMS is authoritative; Window is
 // only for people.
 func (j RecordJSON) Record() (Record, error) {
-	mode, err := ParseMode(j.Mode)
-	if err != nil {
+	var mode Mode
+	if err := mode.UnmarshalText([]byte(j.Mode)); err != nil {
 		return Record{}, err
 	}
 	var kind ReasonKind

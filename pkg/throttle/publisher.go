@@ -26,13 +26,6 @@ type Publisher struct {
 	topic string
 }
 
-// PublisherOption configures a Publisher.
-type PublisherOption interface{ applyPublisher(*publisherConfig) }
-
-type publisherOptionFunc func(*publisherConfig)
-
-func (f publisherOptionFunc) applyPublisher(c *publisherConfig) { f(c) }
-
 type publisherConfig struct {
 	maxAttempts  int
 	backoffMin   time.Duration
@@ -43,27 +36,27 @@ type publisherConfig struct {
 
 // withRetries bounds the attempts of one write and the backoff between them (default 5
 // attempts, 50ms to 1s).
-func withRetries(attempts int, lo, hi time.Duration) PublisherOption {
-	return publisherOptionFunc(func(c *publisherConfig) { c.maxAttempts, c.backoffMin, c.backoffMax = attempts, lo, hi })
+func withRetries(attempts int, lo, hi time.Duration) Option {
+	return publisherOption("withRetries", func(c *options) { c.maxAttempts, c.backoffMin, c.backoffMax = attempts, lo, hi })
 }
 
 // withBatchTimeout sets how long the writer waits to fill a batch (default 2ms; kafka-go's
 // default of 1s would make every synchronous publish take a second).
-func withBatchTimeout(d time.Duration) PublisherOption {
-	return publisherOptionFunc(func(c *publisherConfig) { c.batchTimeout = d })
+func withBatchTimeout(d time.Duration) Option {
+	return publisherOption("withBatchTimeout", func(c *options) { c.batchTimeout = d })
 }
 
 // NewPublisher returns a publisher to topic. Close it to release its connections.
-func NewPublisher(kc cluster.Config, topic string, codec *Codec, opts ...PublisherOption) (*Publisher, error) {
+func NewPublisher(kc cluster.Config, topic string, codec *Codec, opts ...Option) (*Publisher, error) {
 	if err := kc.Validate(); err != nil {
 		return nil, err
 	}
 	if topic == "" || codec == nil {
 		return nil, errors.New("new publisher: topic and codec are required")
 	}
-	cfg := publisherConfig{maxAttempts: 5, backoffMin: 50 * time.Millisecond, backoffMax: time.Second, batchTimeout: 2 * time.Millisecond, writeTimeout: 10 * time.Second}
-	for _, o := range opts {
-		o.applyPublisher(&cfg)
+	cfg, err := buildOptions(opts, false)
+	if err != nil {
+		return nil, fmt.Errorf("new publisher: %w", err)
 	}
 	w, err := cluster.NewWriter(kc, topic, cluster.WithBatch(cfg.batchTimeout, 0, 0),
 		cluster.WithRetries(cfg.maxAttempts, cfg.backoffMin, cfg.backoffMax), cluster.WithWriteTimeout(cfg.writeTimeout))
@@ -80,7 +73,7 @@ func (p *Publisher) Set(ctx context.Context, r Record) error {
 	if err != nil {
 		return fmt.Errorf("publish throttle for %q: %w", r.Customer, err)
 	}
-	return p.write(ctx, kafka.Message{Key: Key(r.Customer), Value: value}, "publish throttle", r.Customer)
+	return p.write(ctx, kafka.Message{Key: key(r.Customer), Value: value}, "publish throttle", r.Customer)
 }
 
 // Lift publishes a tombstone for the customer: whatever throttle it has is lifted, and
@@ -90,7 +83,7 @@ func (p *Publisher) Lift(ctx context.Context, customer string) error {
 	if err := ValidateCustomer(customer); err != nil {
 		return fmt.Errorf("lift throttle: %w", err)
 	}
-	return p.write(ctx, kafka.Message{Key: Key(customer), Value: nil}, "lift throttle", customer)
+	return p.write(ctx, kafka.Message{Key: key(customer), Value: nil}, "lift throttle", customer)
 }
 
 // Expire publishes a tombstone that removes r only if r is still the customer's current
@@ -99,7 +92,7 @@ func (p *Publisher) Expire(ctx context.Context, r Record) error {
 	if err := ValidateCustomer(r.Customer); err != nil {
 		return fmt.Errorf("expire throttle: %w", err)
 	}
-	msg := kafka.Message{Key: Key(r.Customer), Value: nil, Headers: []kafka.Header{
+	msg := kafka.Message{Key: key(r.Customer), Value: nil, Headers: []kafka.Header{
 		{Key: HeaderExpires, Value: []byte(r.ID)},
 		{Key: headerExpiresCreated, Value: strconv.AppendInt(nil, r.CreatedAt.UnixMilli(), 10)},
 	}}

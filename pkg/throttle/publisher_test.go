@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +16,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/expiry"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -331,7 +334,7 @@ func TestSweeperRepairsAThrottleBehindAPoisonRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "T1 applied", func() bool { _, ok := tb.Lookup("acme"); return ok })
-	f.put(kafka.Message{Key: throttle.Key("acme"), Value: []byte("not a throttle")}) // bad magic byte
+	f.put(kafka.Message{Key: []byte("acme"), Value: []byte("not a throttle")}) // bad magic byte
 
 	// The log must end: T1, poison, T1 again.
 	eventually(t, "T1 re-published after the poison record", func() bool {
@@ -353,5 +356,47 @@ func TestSweeperRepairsAThrottleBehindAPoisonRecord(t *testing.T) {
 	fresh := f.run() // a replica rebuilding from offset zero after compaction
 	if got, ok := fresh.Lookup("acme"); !ok || got.ID() != t1.ID {
 		t.Fatalf("rebuilt table: got %+v (found %v), want T1", got, ok)
+	}
+}
+
+// Each constructor refuses what is meant for the other, and nil: an option that would
+// silently do nothing is a mistake to report.
+func TestOptionsAreCheckedByTheirConstructor(t *testing.T) {
+	kc := cluster.Config{Brokers: []string{"127.0.0.1:1"}}
+	codec, err := throttle.NewCodec(throttle.RegistryConfig{URL: "http://127.0.0.1:1"}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		err  func() error
+		want string
+	}{
+		{"table option to a publisher", func() error {
+			_, err := throttle.NewPublisher(kc, "t", codec, throttle.WithObserver(func(throttle.Change) {}))
+			return err
+		}, "WithObserver applies to a Table, not a Publisher"},
+		{"logger to a publisher", func() error {
+			_, err := throttle.NewPublisher(kc, "t", codec, throttle.WithLogger(nil))
+			return err
+		}, "WithLogger applies to a Table"},
+		{"publisher option to a table", func() error {
+			_, err := throttle.NewTable(kc, "t", codec, throttle.WithRetries(1, time.Millisecond, time.Millisecond))
+			return err
+		}, "withRetries applies to a Publisher, not a Table"},
+		{"nil option", func() error {
+			_, err := throttle.NewTable(kc, "t", codec, nil)
+			return err
+		}, "nil option"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.err()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := throttle.NewTable(kc, "t", codec, throttle.WithLogger(nil), throttle.WithRead(follow.WithPollInterval(time.Second))); err != nil {
+		t.Fatalf("table options to a table: %v", err)
 	}
 }

@@ -30,16 +30,22 @@ func (m Mode) String() string {
 	return "enforce"
 }
 
-// ParseMode reads "enforce" or "shadow" (the JSON and flag spelling).
-func ParseMode(s string) (Mode, error) {
-	switch s {
+// UnmarshalText reads "enforce" or "shadow" (the JSON and flag spelling; upper case too).
+// Empty text is ModeEnforce.
+func (m *Mode) UnmarshalText(b []byte) error {
+	switch string(b) {
 	case "enforce", "ENFORCE", "":
-		return ModeEnforce, nil
+		*m = ModeEnforce
 	case "shadow", "SHADOW":
-		return ModeShadow, nil
+		*m = ModeShadow
+	default:
+		return fmt.Errorf("mode %q: want enforce or shadow", b)
 	}
-	return 0, fmt.Errorf("mode %q: want enforce or shadow", s)
+	return nil
 }
+
+// MarshalText writes the mode as UnmarshalText reads it.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
 // ReasonKind says who decided a throttle.
 type ReasonKind uint8
@@ -155,6 +161,6 @@ func (r *Record) Validate() error {
 // exclusive.
 func (r *Record) Active(now time.Time) bool { return now.Before(r.ExpiresAt) }
 
-// Key is the Kafka key of a customer's throttle: the customer id as plain UTF-8 bytes.
+// key is the Kafka key of a customer's throttle: the customer id as plain UTF-8 bytes.
 // Never Avro: a schema id in the key would split one customer into several keys.
-func Key(customer string) []byte { return []byte(customer) }
+func key(customer string) []byte { return []byte(customer) }

@@ -64,8 +64,8 @@ func TestValidate(t *testing.T) {
 
 func TestKeyIsPlainBytes(t *testing.T) {
 	for _, c := range []string{"acme", "Café", "東京"} {
-		if got := string(Key(c)); got != c {
-			t.Errorf("Key(%q) = %q, want the customer's own bytes", c, got)
+		if got := string(key(c)); got != c {
+			t.Errorf("key(%q) = %q, want the customer's own bytes", c, got)
 		}
 	}
 }

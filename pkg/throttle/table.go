@@ -93,15 +93,30 @@ type Change struct {
 	Rebuilding bool
 }
 
-// Option configures a Table: validated by NewTable.
-type Option interface{ apply(*tableOptions) }
+// Option configures a Table or a Publisher. Each constructor refuses an option meant for
+// the other.
+type Option interface{ apply(*options) }
 
-type optionFunc func(*tableOptions)
+// option is every Option: what it sets, and which constructors take it.
+type option struct {
+	name             string
+	table, publisher bool
+	set              func(*options)
+}
 
-func (f optionFunc) apply(o *tableOptions) { f(o) }
+func (o option) apply(c *options) { o.set(c) }
 
-type tableOptions struct {
+func tableOption(name string, set func(*options)) Option {
+	return option{name: name, table: true, set: set}
+}
+
+func publisherOption(name string, set func(*options)) Option {
+	return option{name: name, publisher: true, set: set}
+}
+
+type options struct {
 	tableConfig
+	publisherConfig
 	log  *zap.Logger
 	read []follow.Opt
 }
@@ -112,19 +127,31 @@ type tableConfig struct {
 	forgetEvery time.Duration
 }
 
-func buildOptions(opts []Option) tableOptions {
-	o := tableOptions{tableConfig: tableConfig{clock: time.Now, forgetEvery: time.Second}, log: zap.NewNop()}
-	for _, opt := range opts {
-		if opt != nil {
-			opt.apply(&o)
-		}
+// buildOptions applies opts over the defaults; forTable says which constructor asks.
+func buildOptions(opts []Option, forTable bool) (options, error) {
+	o := options{
+		tableConfig:     tableConfig{clock: time.Now, forgetEvery: time.Second},
+		publisherConfig: publisherConfig{maxAttempts: 5, backoffMin: 50 * time.Millisecond, backoffMax: time.Second, batchTimeout: 2 * time.Millisecond, writeTimeout: 10 * time.Second},
+		log:             zap.NewNop(),
 	}
-	return o
+	for _, opt := range opts {
+		op, ok := opt.(option)
+		switch {
+		case !ok:
+			return o, errors.New("nil option")
+		case forTable && !op.table:
+			return o, fmt.Errorf("%s applies to a Publisher, not a Table", op.name)
+		case !forTable && !op.publisher:
+			return o, fmt.Errorf("%s applies to a Table, not a Publisher", op.name)
+		}
+		op.set(&o)
+	}
+	return o, nil
 }
 
 // WithLogger sets the logger of the table and of its read loop (default: none).
 func WithLogger(l *zap.Logger) Option {
-	return optionFunc(func(o *tableOptions) {
+	return tableOption("WithLogger", func(o *options) {
 		if l != nil {
 			o.log = l
 		}
@@ -134,18 +161,18 @@ func WithLogger(l *zap.Logger) Option {
 // WithRead tunes the table's read loop (follow.WithPollInterval, WithStallTimeout,
 // WithBackoff, WithPartitionDiscovery).
 func WithRead(opts ...follow.Opt) Option {
-	return optionFunc(func(o *tableOptions) { o.read = append(o.read, opts...) })
+	return tableOption("WithRead", func(o *options) { o.read = append(o.read, opts...) })
 }
 
 // WithObserver registers a function called for every change, on the goroutine that
 // applied it. It must be quick and must not call back into the table's writers.
 func WithObserver(fn func(Change)) Option {
-	return optionFunc(func(o *tableOptions) { o.observer = fn })
+	return tableOption("WithObserver", func(o *options) { o.observer = fn })
 }
 
 // withClock replaces time.Now, for tests.
 func withClock(now func() time.Time) Option {
-	return optionFunc(func(o *tableOptions) {
+	return tableOption("withClock", func(o *options) {
 		if now != nil {
 			o.clock = now
 		}
@@ -155,7 +182,7 @@ func withClock(now func() time.Time) Option {
 // withForgetInterval sets how often expired throttles are forgotten (default 1s). Lookups
 // treat a throttle as absent from its expiry on regardless.
 func withForgetInterval(d time.Duration) Option {
-	return optionFunc(func(o *tableOptions) { o.forgetEvery = d })
+	return tableOption("withForgetInterval", func(o *options) { o.forgetEvery = d })
 }
 
 const shardCount = 256
@@ -248,7 +275,10 @@ func NewTable(kc cluster.Config, topic string, codec *Codec, opts ...Option) (*T
 	if codec == nil {
 		return nil, errors.New("new table: codec is nil")
 	}
-	o := buildOptions(opts)
+	o, err := buildOptions(opts, true)
+	if err != nil {
+		return nil, fmt.Errorf("new table: %w", err)
+	}
 	if o.forgetEvery <= 0 {
 		return nil, errors.New("new table: forget interval must be positive")
 	}

@@ -57,7 +57,7 @@ func (f *fixture) msg(partition int, r throttle.Record) kafka.Message {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return kafka.Message{Partition: partition, Key: throttle.Key(r.Customer), Value: b}
+	return kafka.Message{Partition: partition, Key: []byte(r.Customer), Value: b}
 }
 
 // home is msg on the partition the record's key belongs to.
@@ -84,7 +84,7 @@ func customerOn(t *testing.T, p, n, i int) string {
 }
 
 func tomb(partition int, customer string) kafka.Message {
-	return kafka.Message{Partition: partition, Key: throttle.Key(customer)}
+	return kafka.Message{Partition: partition, Key: []byte(customer)}
 }
 
 func (f *fixture) put(msgs ...kafka.Message) { f.t.Helper(); f.s.MustProduce(f.t, f.topic, msgs...) }
@@ -266,7 +266,7 @@ func TestTableStaleExpiryTombstoneKeepsNewer(t *testing.T) {
 	t1 := rec("acme", 5, time.Hour)
 	t2 := rec("acme", 9, time.Hour)
 	t2.ID = "renewal"
-	f.put(f.msg(0, t1), f.msg(0, t2), kafka.Message{Key: throttle.Key("acme"), Headers: []kafka.Header{{Key: throttle.HeaderExpires, Value: []byte(t1.ID)}}})
+	f.put(f.msg(0, t1), f.msg(0, t2), kafka.Message{Key: []byte("acme"), Headers: []kafka.Header{{Key: throttle.HeaderExpires, Value: []byte(t1.ID)}}})
 	var stale []throttle.Change
 	var mu sync.Mutex
 	tb := f.run(throttle.WithObserver(func(c throttle.Change) {
@@ -283,7 +283,7 @@ func TestTableStaleExpiryTombstoneKeepsNewer(t *testing.T) {
 		t.Fatalf("got stale-tombstone changes %+v, want one keeping the renewal", stale)
 	}
 	// A tombstone naming the current throttle, or none at all, deletes it.
-	f.put(kafka.Message{Key: throttle.Key("acme"), Headers: []kafka.Header{{Key: throttle.HeaderExpires, Value: []byte("renewal")}}})
+	f.put(kafka.Message{Key: []byte("acme"), Headers: []kafka.Header{{Key: throttle.HeaderExpires, Value: []byte("renewal")}}})
 	eventually(t, "acme expired by tombstone", func() bool { _, ok := tb.Lookup("acme"); return !ok })
 }
 
@@ -298,7 +298,7 @@ func TestTableExpiryTombstoneOfAMissedThrottle(t *testing.T) {
 	b := rec("acme", 9, time.Hour)
 	b.ID, b.CreatedAt = "missed", a.CreatedAt.Add(time.Second)
 	tombOf := func(r throttle.Record) kafka.Message {
-		return kafka.Message{Key: throttle.Key(r.Customer), Headers: []kafka.Header{
+		return kafka.Message{Key: []byte(r.Customer), Headers: []kafka.Header{
 			{Key: throttle.HeaderExpires, Value: []byte(r.ID)},
 			{Key: throttle.HeaderExpiresCreated, Value: []byte(strconv.FormatInt(r.CreatedAt.UnixMilli(), 10))},
 		}}

@@ -96,7 +96,7 @@ func (c *testCluster) msg(partition int, r throttle.Record) kafka.Message {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return kafka.Message{Partition: partition, Key: throttle.Key(r.Customer), Value: b}
+	return kafka.Message{Partition: partition, Key: []byte(r.Customer), Value: b}
 }
 
 func (c *testCluster) put(topic string, msgs ...kafka.Message) {
@@ -156,7 +156,7 @@ func aged(r throttle.Record, d time.Duration) throttle.Record {
 }
 
 func tomb(partition int, customer string, headers ...kafka.Header) kafka.Message {
-	return kafka.Message{Partition: partition, Key: throttle.Key(customer), Headers: headers}
+	return kafka.Message{Partition: partition, Key: []byte(customer), Headers: headers}
 }
 
 // closedAddr is a loopback address nothing listens on.

@@ -58,7 +58,7 @@ func TestStackKeepsSchemasAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := throttle.Subject(topic)
+	subject := (topic + "-value")
 	v2, err := cl.CreateSchema(ctx, subject, sr.Schema{Schema: schemaV2(), Type: sr.TypeAvro})
 	if err != nil {
 		t.Fatalf("register v2: %v", err)
@@ -112,7 +112,7 @@ func TestStackRefusesIncompatibleSchema(t *testing.T) {
 	bad := v1[:i] + `,{"name":"region","type":"string"}` + v1[i:]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = cl.CreateSchema(ctx, throttle.Subject(topic), sr.Schema{Schema: bad, Type: sr.TypeAvro})
+	_, err = cl.CreateSchema(ctx, (topic + "-value"), sr.Schema{Schema: bad, Type: sr.TypeAvro})
 	var re *sr.ResponseError
 	if !errors.As(err, &re) || re.StatusCode != 409 || re.ErrorCode != 409 {
 		t.Fatalf("register a new required field: got %v, want a 409 with error_code 409", err)

@@ -211,7 +211,7 @@ func appendAccepted(b []byte, n int) []byte {
 // with one ingestion time, appending them to msgs and their values to values (both
 // reused from an earlier request).
 func appendMessages(msgs []kafka.Message, values []byte, events []inEvent, customer string, now time.Time) ([]kafka.Message, []byte, error) {
-	key := throttle.Key(customer) // shared by every message: kafka-go does not modify keys
+	key := []byte(customer) // shared by every message: kafka-go does not modify keys
 	stamp, err := event.NewStamp(customer, now.UTC())
 	if err != nil { // the parser checked the customer
 		return msgs, values, err

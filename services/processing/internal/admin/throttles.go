@@ -293,8 +293,8 @@ func (a *API) record(req SetRequest) (throttle.Record, *fieldError) {
 		return rec, badField("duration", "duration or expires_at is required")
 	}
 
-	mode, err := throttle.ParseMode(req.Mode)
-	if err != nil {
+	var mode throttle.Mode
+	if err := mode.UnmarshalText([]byte(req.Mode)); err != nil {
 		return rec, badField("mode", "%v", err)
 	}
 	rec.Mode = mode

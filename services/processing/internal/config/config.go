@@ -159,7 +159,8 @@ func (c Config) Validate() error {
 	if c.ThrottleLimit < 0 {
 		bad("THROTTLE_LIMIT", "%d is negative", c.ThrottleLimit)
 	}
-	if _, err := throttle.ParseMode(c.ThrottleMode); err != nil {
+	var m throttle.Mode
+	if err := m.UnmarshalText([]byte(c.ThrottleMode)); err != nil {
 		bad("THROTTLE_MODE", "%v", err)
 	}
 	if c.HandlerRetries < 0 {
@@ -173,7 +174,8 @@ func (c Config) Validate() error {
 
 // Mode is ThrottleMode parsed; Validate has checked it.
 func (c Config) Mode() throttle.Mode {
-	m, _ := throttle.ParseMode(c.ThrottleMode)
+	var m throttle.Mode
+	_ = m.UnmarshalText([]byte(c.ThrottleMode))
 	return m
 }
 

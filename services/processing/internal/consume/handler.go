@@ -7,7 +7,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
@@ -130,7 +129,7 @@ func (f *Forwarder) Handle(ctx context.Context, items []Item) error {
 				msg.Topic, msg.Partition, msg.Offset, msg.Key, ev.Customer)), true
 			continue
 		}
-		out = append(out, kafka.Message{Key: throttle.Key(ev.Customer), Value: msg.Value, Headers: msg.Headers})
+		out = append(out, kafka.Message{Key: []byte(ev.Customer), Value: msg.Value, Headers: msg.Headers})
 		at = append(at, i)
 	}
 	if len(out) > 0 {
