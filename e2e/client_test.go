@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 )
 
 // httpc talks to every container through its mapped port.
@@ -73,7 +73,7 @@ func postEvent(ctx context.Context, base, customer string) int {
 // ingestionThrottle is a throttle as an ingestion replica shows it: the shared shape
 // plus the replica's share.
 type ingestionThrottle struct {
-	throttle.RecordJSON
+	throttlejson.Record
 	Share int64 `json:"share"`
 }
 

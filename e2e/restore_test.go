@@ -81,7 +81,7 @@ func waitAll(t *testing.T, s *stack, want map[string]adminThrottle) time.Time {
 			for c, th := range want {
 				got, found, err := replicaThrottle(ctx, base, c)
 				if err != nil || !found || got.ID != th.ID || !got.ExpiresAt.Equal(th.ExpiresAt) || got.Limit != th.Limit {
-					return false, fmt.Sprintf("%s: found %v, %+v, %v; want %s until %s", c, found, got.RecordJSON, err, th.ID, th.ExpiresAt)
+					return false, fmt.Sprintf("%s: found %v, %+v, %v; want %s until %s", c, found, got.Record, err, th.ID, th.ExpiresAt)
 				}
 			}
 			return true, ""

@@ -27,8 +27,8 @@ type readSchema struct {
 	isV1  bool
 }
 
-// Schema returns the Avro schema this package writes (schemas/throttle.avsc).
-func Schema() string { return schemaV1 }
+// Schema is the Avro schema the codec writes (schemas/throttle.avsc).
+func (c *Codec) Schema() string { return schemaV1 }
 
 // subject is the registry subject of the topic's values (TopicNameStrategy).
 func subject(topic string) string { return topic + "-value" }

@@ -19,3 +19,6 @@ var (
 	ErrTruncated       = errTruncated
 	ErrUnknownSchema   = errUnknownSchema
 )
+
+// Schema is the schema every Codec writes.
+func Schema() string { return schemaV1 }

@@ -12,7 +12,7 @@ import (
 )
 
 // TopicSpec describes the throttle topic. The zero value of each field takes the default
-// noted beside it; DefaultTopicSpec returns them filled in.
+// noted beside it: TopicSpec{} is the production topic.
 type TopicSpec struct {
 	Name       string // default "sluice.throttles"
 	Partitions int    // default 6; never change it later (keys would move partition)
@@ -37,9 +37,8 @@ type TopicSpec struct {
 // DefaultTopic is the throttle topic's default name.
 const DefaultTopic = "sluice.throttles"
 
-// DefaultTopicSpec returns the production defaults.
-func DefaultTopicSpec() TopicSpec {
-	var s TopicSpec
+// WithDefaults is s with every zero field set to its default.
+func (s TopicSpec) WithDefaults() TopicSpec {
 	s.fill()
 	return s
 }

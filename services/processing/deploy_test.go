@@ -288,7 +288,7 @@ func TestDeployAlertRunbooks(t *testing.T) {
 // topics processing reads and writes exist too.
 func TestDeployTopics(t *testing.T) {
 	root := deploycheck.Root(t)
-	spec := throttle.DefaultTopicSpec()
+	spec := throttle.TopicSpec{}.WithDefaults()
 
 	compose := deploycheck.ComposeTopics(t, root)
 	strimzi := deploycheck.StrimziTopics(t, root)
@@ -302,7 +302,7 @@ func TestDeployTopics(t *testing.T) {
 			t.Errorf("%s: %s: got %d partitions, want %d (never change it on a live topic)", got.Where, spec.Name, got.Partitions, spec.Partitions)
 		}
 		if want := spec.Configs(got.Replicas); !deploycheck.EqualConfigs(got.Configs, want) {
-			t.Errorf("%s: %s configs:\n got %v\nwant %v (throttle.DefaultTopicSpec().Configs(%d))", got.Where, spec.Name, got.Configs, want, got.Replicas)
+			t.Errorf("%s: %s configs:\n got %v\nwant %v (throttle.TopicSpec{}.Configs(%d))", got.Where, spec.Name, got.Configs, want, got.Replicas)
 		}
 	}
 	if r := strimzi[spec.Name].Replicas; r != spec.ReplicationFactor {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -36,7 +37,7 @@ func TestSetGetListLift(t *testing.T) {
 	}
 
 	r = c.mustRun("set", "acme", "--limit", "20/min", "--for", "10m", "--reason", "runaway batch job", "--set-by", "alice", "--output", "json")
-	set := jsonLines[throttle.RecordJSON](t, r.stdout)
+	set := jsonLines[throttlejson.Record](t, r.stdout)
 	if len(set) != 1 || set[0].Customer != "acme" || set[0].Limit != 20 || set[0].WindowMS != 60000 || set[0].Mode != "enforce" ||
 		set[0].SetBy != "alice" || set[0].Reason.Note != "runaway batch job" || set[0].Reason.Kind != "manual" || set[0].ID == "" {
 		t.Fatalf("set --output json: got %+v, want acme 20/min enforce by alice", set)
@@ -51,7 +52,7 @@ func TestSetGetListLift(t *testing.T) {
 	}
 
 	r = c.mustRun("get", "acme", "--output", "json")
-	got := jsonLines[throttle.RecordJSON](t, r.stdout)
+	got := jsonLines[throttlejson.Record](t, r.stdout)
 	if len(got) != 1 || !reflect.DeepEqual(got[0], set[0]) {
 		t.Fatalf("get acme: got %+v, want what set printed, %+v", got, set[0])
 	}
@@ -72,7 +73,7 @@ func TestSetGetListLift(t *testing.T) {
 		t.Fatalf("list: got misaligned columns\n%s", r.stdout)
 	}
 	r = c.mustRun("list", "--output", "json")
-	all := jsonLines[[]throttle.RecordJSON](t, r.stdout)
+	all := jsonLines[[]throttlejson.Record](t, r.stdout)
 	if len(all) != 1 || len(all[0]) != 2 || all[0][0].Customer != "acme" || all[0][1].Customer != "globex" || all[0][1].Mode != "shadow" {
 		t.Fatalf("list --output json: got %+v, want acme and globex (shadow)", all)
 	}
@@ -86,7 +87,7 @@ func TestSetGetListLift(t *testing.T) {
 		t.Fatalf("get after lift: got exit %d stdout %q stderr %q, want exit %d and a message on stderr", r.code, r.stdout, r.stderr, exitNotFound)
 	}
 	r = c.mustRun("list", "--output", "json")
-	if all := jsonLines[[]throttle.RecordJSON](t, r.stdout); len(all[0]) != 1 || all[0][0].Customer != "globex" {
+	if all := jsonLines[[]throttlejson.Record](t, r.stdout); len(all[0]) != 1 || all[0][0].Customer != "globex" {
 		t.Fatalf("list after lift: got %+v, want globex alone", all)
 	}
 }
@@ -223,7 +224,7 @@ func TestEnvironment(t *testing.T) {
 	t.Setenv("THROTTLE_TOPIC", c.topic)
 	t.Setenv("THROTTLECTL_TIMEOUT", "20s")
 	r := invoke(t, t.Context(), "", "get", "acme", "--output", "json")
-	if got := jsonLines[throttle.RecordJSON](t, r.stdout); r.code != exitOK || len(got) != 1 || got[0].Limit != 7 {
+	if got := jsonLines[throttlejson.Record](t, r.stdout); r.code != exitOK || len(got) != 1 || got[0].Limit != 7 {
 		t.Fatalf("get from the environment: got exit %d stdout %q stderr %q, want acme's limit 7", r.code, r.stdout, r.stderr)
 	}
 	t.Setenv("KAFKA_BROKERS", closedAddr(t))
@@ -270,7 +271,7 @@ func TestDump(t *testing.T) {
 	}
 	raw := func(b []byte) *string { s := base64.StdEncoding.EncodeToString(b); return &s }
 	key := func(s string) *string { return &s }
-	acmeJSON, autoJSON := throttle.NewRecordJSON(acme), throttle.NewRecordJSON(auto)
+	acmeJSON, autoJSON := throttlejson.From(acme), throttlejson.From(auto)
 	want := []dumpLine{
 		{Partition: 0, Offset: 0, Key: key("acme"), Headers: []dumpHeader{}, Value: &acmeJSON, SchemaID: 1},
 		{Partition: 0, Offset: 1, Key: key("acme"), Headers: []dumpHeader{{Key: throttle.HeaderExpires, Value: acme.ID}}, Tombstone: true},
@@ -402,7 +403,7 @@ func TestListWarnsOfPoison(t *testing.T) {
 	if want := "warning: skipped 2 poison records of topic " + c.topic + " (bad_magic=1 truncated=1)"; !strings.Contains(r.stderr, want) {
 		t.Fatalf("got stderr %q, want %q", r.stderr, want)
 	}
-	if got := jsonLines[[]throttle.RecordJSON](t, r.stdout); len(got[0]) != 1 || got[0][0].Customer != "acme" {
+	if got := jsonLines[[]throttlejson.Record](t, r.stdout); len(got[0]) != 1 || got[0][0].Customer != "acme" {
 		t.Fatalf("got %+v, want acme alone", got)
 	}
 }
@@ -436,7 +437,7 @@ type liftJSON struct {
 	Customer string               `json:"customer"`
 	Topic    string               `json:"topic"`
 	Lifted   bool                 `json:"lifted"`
-	Throttle *throttle.RecordJSON `json:"throttle"`
+	Throttle *throttlejson.Record `json:"throttle"`
 }
 
 // TestLift: lift publishes a tombstone for a customer with an active throttle and says

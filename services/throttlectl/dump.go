@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/follow"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 )
 
 func dumpCommand() *command {
@@ -48,7 +49,7 @@ type dumpLine struct {
 	KeyBase64 string       `json:"key_base64,omitempty"`
 	Headers   []dumpHeader `json:"headers"`
 	// Exactly one of Value, Tombstone and Poison is set.
-	Value     *throttle.RecordJSON `json:"value,omitempty"`
+	Value     *throttlejson.Record `json:"value,omitempty"`
 	SchemaID  int                  `json:"schema_id,omitempty"` // the source registry's id of Value's schema
 	Tombstone bool                 `json:"tombstone,omitempty"`
 	Poison    string               `json:"poison,omitempty"`
@@ -108,7 +109,7 @@ func (e entry) line() dumpLine {
 		raw := base64.StdEncoding.EncodeToString(e.Value)
 		l.Raw = &raw
 	default:
-		v := throttle.NewRecordJSON(*e.Record)
+		v := throttlejson.From(*e.Record)
 		l.Value, l.SchemaID = &v, e.SchemaID
 	}
 	return l

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 )
 
 func listCommand() *command {
@@ -24,9 +25,9 @@ throttles ordered by customer. Expired throttles and lifted ones are not shown.`
 				recs := tb.Active()
 				stop()
 				if s.json {
-					out := make([]throttle.RecordJSON, 0, len(recs))
+					out := make([]throttlejson.Record, 0, len(recs))
 					for _, r := range recs {
-						out = append(out, throttle.NewRecordJSON(r))
+						out = append(out, throttlejson.From(r))
 					}
 					return writeJSON(s.stdout, out)
 				}
@@ -63,7 +64,7 @@ with 3 when the customer has no active throttle.`,
 					return fmt.Errorf("customer %q has no active throttle on topic %s: %w", customer, s.topic(), errNotFound)
 				}
 				if s.json {
-					return writeJSON(s.stdout, throttle.NewRecordJSON(r))
+					return writeJSON(s.stdout, throttlejson.From(r))
 				}
 				return printRecord(s.stdout, r, s.now())
 			}

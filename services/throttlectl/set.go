@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 )
 
 // The bounds the processing admin API puts on an operator's free text.
@@ -52,7 +53,7 @@ N may be 0 (reject everything). --shadow counts would-be rejections without reje
 					return err
 				}
 				if s.json {
-					return writeJSON(s.stdout, throttle.NewRecordJSON(r))
+					return writeJSON(s.stdout, throttlejson.From(r))
 				}
 				_, err = fmt.Fprintf(s.stdout, "set throttle for %s: %s %s until %s (%s), id %s\n",
 					r.Customer, formatLimit(r.Limit, r.Window), r.Mode, timeText(r.ExpiresAt), until(r.ExpiresAt, s.now()), r.ID)
@@ -162,7 +163,7 @@ type liftResult struct {
 	Lifted bool `json:"lifted"`
 	// Throttle is the throttle lifted; absent when there was none, or with --force (the
 	// topic was not read).
-	Throttle *throttle.RecordJSON `json:"throttle,omitempty"`
+	Throttle *throttlejson.Record `json:"throttle,omitempty"`
 }
 
 func (s *session) lift(ctx context.Context, customer string, force bool) error {
@@ -189,7 +190,7 @@ func (s *session) lift(ctx context.Context, customer string, force bool) error {
 			_, err := fmt.Fprintf(s.stdout, "no throttle for %s: nothing to lift\n", customer)
 			return err
 		}
-		rj := throttle.NewRecordJSON(r)
+		rj := throttlejson.From(r)
 		res.Throttle = &rj
 	}
 	// A throttle set since the table was read is lifted too: a tombstone deletes whatever

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 )
 
 func watchCommand() *command {
@@ -38,7 +39,7 @@ type changeJSON struct {
 	Partition  int                  `json:"partition"`
 	Offset     int64                `json:"offset"` // -1 for an expiry the table noticed by itself
 	Rebuilding bool                 `json:"rebuilding"`
-	Throttle   *throttle.RecordJSON `json:"throttle,omitempty"`
+	Throttle   *throttlejson.Record `json:"throttle,omitempty"`
 }
 
 func (s *session) watch(ctx context.Context, fromStart bool) error {
@@ -88,7 +89,7 @@ func (s *session) printChange(c throttle.Change) {
 	if s.json {
 		l := changeJSON{Time: now.UTC(), Change: c.Kind.String(), Customer: c.Customer, Partition: c.Partition, Offset: c.Offset, Rebuilding: c.Rebuilding}
 		if hasRecord {
-			t := throttle.NewRecordJSON(c.Record)
+			t := throttlejson.From(c.Record)
 			l.Throttle, l.Limit, l.ExpiresAt = &t, formatLimit(c.Record.Limit, c.Record.Window), &t.ExpiresAt
 		}
 		if !noticed {

@@ -4,13 +4,14 @@ import (
 	"net/http"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/limit"
 )
 
 // throttleJSON is a throttle as the views show it: the shape every Sluice program uses,
 // plus this replica's share.
 type throttleJSON struct {
-	throttle.RecordJSON
+	throttlejson.Record
 	// Share is the part of Limit this replica enforces (Limit divided among the alive
 	// replicas, rounded up; the full limit while the fleet size is unknown).
 	Share int64 `json:"share"`
@@ -58,7 +59,7 @@ func (s *Server) freshness() freshnessJSON {
 }
 
 func (s *Server) toJSON(r throttle.Record, f fleetJSON) throttleJSON {
-	return throttleJSON{RecordJSON: throttle.NewRecordJSON(r), Share: limit.Share(r.Limit, f.Alive, f.Known)}
+	return throttleJSON{Record: throttlejson.From(r), Share: limit.Share(r.Limit, f.Alive, f.Known)}
 }
 
 // viewer returns the customer a request may see, "" for all. With API keys on, a key

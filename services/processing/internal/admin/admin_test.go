@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
 	"github.com/sluice-dev/sluice/services/processing/internal/clocktest"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
@@ -278,7 +279,7 @@ func TestSetThrottle(t *testing.T) {
 				t.Errorf("Location: got %q, want /v1/throttles/{customer}", loc)
 			}
 			sets := s.store.Sets()
-			if len(sets) != 1 || throttle.NewRecordJSON(sets[0]) != tt.want {
+			if len(sets) != 1 || throttlejson.From(sets[0]) != tt.want {
 				t.Errorf("published: got %+v, want one record matching the answer", sets)
 			}
 			if got := testutil.ToFloat64(s.m.Throttles.WithLabelValues(metrics.ActionSet, metrics.ReasonManual)); got != 1 {
@@ -295,7 +296,7 @@ func TestThrottleJSONShape(t *testing.T) {
 		Reason: throttle.Reason{Kind: throttle.ReasonAutomatic, Note: "sent 75%", Metric: "traffic_share", Value: 0.75},
 		SetBy:  "processing-1", Mode: throttle.ModeEnforce,
 	}
-	b, err := json.Marshal(throttle.NewRecordJSON(rec))
+	b, err := json.Marshal(throttlejson.From(rec))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
 	"github.com/sluice-dev/sluice/services/processing/internal/clocktest"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
@@ -24,9 +25,9 @@ func (s *server) post(t *testing.T, body string, header map[string]string) respo
 	return s.doWith(t, "POST", "/v1/throttles", "Bearer "+token, body, header)
 }
 
-func recordOf(t *testing.T, r response) throttle.RecordJSON {
+func recordOf(t *testing.T, r response) throttlejson.Record {
 	t.Helper()
-	var j throttle.RecordJSON
+	var j throttlejson.Record
 	if err := json.Unmarshal(r.body, &j); err != nil {
 		t.Fatalf("body %q: %v", r.body, err)
 	}

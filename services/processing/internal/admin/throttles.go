@@ -20,15 +20,16 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
 )
 
 // Throttle is the JSON shape of a throttle record in every answer of the API: the one
 // shared by every Sluice program.
-type Throttle = throttle.RecordJSON
+type Throttle = throttlejson.Record
 
 // Reason is the JSON shape of a throttle's reason.
-type Reason = throttle.ReasonJSON
+type Reason = throttlejson.Reason
 
 // SetRequest is the body of POST /v1/throttles. Pointers tell a missing field from a
 // zero one.
@@ -126,7 +127,7 @@ func (a *API) setThrottle(w http.ResponseWriter, r *http.Request) {
 		zap.Int64("limit", rec.Limit), zap.Duration("window", rec.Window), zap.Time("expires_at", rec.ExpiresAt),
 		zap.String("mode", rec.Mode.String()), zap.String("set_by", rec.SetBy), zap.String("remote", r.RemoteAddr))
 	w.Header().Set("Location", "/v1/throttles/"+url.PathEscape(rec.Customer))
-	writeJSON(w, http.StatusCreated, throttle.NewRecordJSON(rec))
+	writeJSON(w, http.StatusCreated, throttlejson.From(rec))
 }
 
 // replayed answers a retried request whose throttle is set already, as the first answer
@@ -134,7 +135,7 @@ func (a *API) setThrottle(w http.ResponseWriter, r *http.Request) {
 func (a *API) replayed(w http.ResponseWriter, rec throttle.Record) {
 	w.Header().Set("Idempotent-Replayed", "true")
 	w.Header().Set("Location", "/v1/throttles/"+url.PathEscape(rec.Customer))
-	writeJSON(w, http.StatusCreated, throttle.NewRecordJSON(rec))
+	writeJSON(w, http.StatusCreated, throttlejson.From(rec))
 }
 
 // requestFields is what makes two requests the same request: every field, dereferenced.
@@ -358,7 +359,7 @@ func (a *API) listThrottles(w http.ResponseWriter, _ *http.Request) {
 	out := make([]Throttle, 0, len(recs))
 	for _, r := range recs {
 		if r.Active(now) {
-			out = append(out, throttle.NewRecordJSON(r))
+			out = append(out, throttlejson.From(r))
 		}
 	}
 	slices.SortFunc(out, func(x, y Throttle) int { return strings.Compare(x.Customer, y.Customer) })
@@ -380,5 +381,5 @@ func (a *API) getThrottle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no active throttle for customer %q", customer), "")
 		return
 	}
-	writeJSON(w, http.StatusOK, throttle.NewRecordJSON(rec))
+	writeJSON(w, http.StatusOK, throttlejson.From(rec))
 }
