@@ -61,7 +61,7 @@ endif
 	@# New jars void the class-data archives the tests made from the old ones.
 	@rm -rf $(KAFKA_LIBS) $(dir $(KAFKA_LIBS))classes-*.jsa && mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS) && touch $@
 
-## test-kafka: the integration tests of pkg/throttle (throttlectl included) and both
+## test-kafka: the integration tests of pkg/throttle, its test support, throttlectl and both
 ## services on a real KRaft cluster of 3 nodes (SLUICE_TEST_KAFKA=real), one cluster per
 ## test package; -p 1 so that only one cluster runs at a time. Every module runs, and
 ## the target fails if any failed.
