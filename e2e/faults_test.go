@@ -156,9 +156,11 @@ func (s *stack) mustThrottled(t *testing.T) string {
 }
 
 // TestLeaderKilled: the broker that leads most throttle partitions is killed (SIGKILL)
-// while throttles are set and lifted, and started again after a while.
+// while throttles are set and lifted, and started again after a while: longer than Kafka
+// takes to fence it (broker.session.timeout.ms, 4s here) and a writer to learn of the
+// new leaders (a second), so that writes must recover while it is still down.
 func TestLeaderKilled(t *testing.T) {
-	brokerFault(t, "leader-kill", "killed", 8*time.Second,
+	brokerFault(t, "leader-kill", "killed", 12*time.Second,
 		func(ctx context.Context, s *stack, b *node) error { return s.kill(ctx, b) },
 		func(ctx context.Context, s *stack, b *node) error { return s.start(ctx, b) })
 }

@@ -34,6 +34,9 @@ func WithWriteTimeout(d time.Duration) WriterOpt {
 	return writerOptionFunc(func(w *kafka.Writer) { w.WriteTimeout = d })
 }
 
+// writerMetadataTTL is how long a writer trusts the leaders it knows.
+const writerMetadataTTL = time.Second
+
 // NewWriter returns a synchronous writer to topic with the settings every Sluice writer
 // shares. It waits for every in-sync replica (a kafka.Writer literal defaults to
 // fire-and-forget), and places records with the Murmur2 balancer, the Java client's
@@ -48,9 +51,12 @@ func NewWriter(kc Config, topic string, opts ...WriterOpt) (*kafka.Writer, error
 		return nil, errors.New("new writer: no topic")
 	}
 	w := &kafka.Writer{
-		Addr:            kafka.TCP(kc.Brokers...),
-		Topic:           topic,
-		Transport:       kc.Transport(),
+		Addr:  kafka.TCP(kc.Brokers...),
+		Topic: topic,
+		// kafka-go learns of a new leader only when its metadata expires, not when a
+		// write to the old one fails: a short lifetime bounds how long writes to the
+		// partitions of a crashed broker keep failing after Kafka has moved them.
+		Transport:       kc.TransportTTL(writerMetadataTTL),
 		Balancer:        &kafka.Murmur2Balancer{},
 		RequiredAcks:    kafka.RequireAll,
 		BatchTimeout:    2 * time.Millisecond,
