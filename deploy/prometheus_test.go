@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/sluice-dev/sluice/deploy/deploycheck"
 )
 
 // TestAlertRules runs promtool over the alert rules: check rules, then their unit tests
@@ -29,8 +31,8 @@ func TestAlertRules(t *testing.T) {
 			} `yaml:"alert_rule_test"`
 		} `yaml:"tests"`
 	}
-	remarshal(t, yamlDocs(t, filepath.Join("prometheus", "alerts.yaml"))[0], &rules)
-	remarshal(t, yamlDocs(t, filepath.Join("prometheus", "alerts_test.yaml"))[0], &tests)
+	remarshal(t, deploycheck.YAMLDocs(t, filepath.Join("prometheus", "alerts.yaml"))[0], &rules)
+	remarshal(t, deploycheck.YAMLDocs(t, filepath.Join("prometheus", "alerts_test.yaml"))[0], &tests)
 	fires, silentWhenHealthy := map[string]bool{}, map[string]bool{}
 	for i, tc := range tests.Tests {
 		for _, rt := range tc.RuleTests {

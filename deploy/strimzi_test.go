@@ -1,17 +1,15 @@
 package deploy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/sluice-dev/sluice/deploy/deploycheck"
 	"gopkg.in/yaml.v3"
 )
 
@@ -31,7 +29,7 @@ func loadCRDs(t *testing.T) []crd {
 	}
 	var out []crd
 	for _, f := range files {
-		docs := yamlDocs(t, f)
+		docs := deploycheck.YAMLDocs(t, f)
 		if len(docs) != 1 {
 			t.Fatalf("%s: %d documents, want one CRD", f, len(docs))
 		}
@@ -118,20 +116,11 @@ type resource struct {
 func strimziResources(t *testing.T) []resource {
 	t.Helper()
 	var out []resource
-	err := filepath.WalkDir("k8s", func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".yaml") {
-			return err
+	for _, d := range deploycheck.K8sDocs(t, "..") {
+		if api, _ := d.Doc["apiVersion"].(string); strings.HasPrefix(api, "kafka.strimzi.io/") {
+			name, _ := d.Doc["metadata"].(map[string]any)["name"].(string)
+			out = append(out, resource{fmt.Sprintf("%s %s/%s", d.Path, d.Doc["kind"], name), d.Doc})
 		}
-		for i, doc := range yamlDocs(t, path) {
-			if api, _ := doc["apiVersion"].(string); strings.HasPrefix(api, "kafka.strimzi.io/") {
-				name, _ := doc["metadata"].(map[string]any)["name"].(string)
-				out = append(out, resource{fmt.Sprintf("%s#%d %s/%s", path, i, doc["kind"], name), doc})
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	return out
 }
@@ -226,29 +215,6 @@ func TestStrimziValidationRefuses(t *testing.T) {
 				t.Fatalf("%s: errors do not name %q:\n%s", tc.name, tc.want, msg)
 			}
 		})
-	}
-}
-
-func yamlDocs(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	var out []map[string]any
-	for {
-		var doc map[string]any
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if doc != nil {
-			out = append(out, doc)
-		}
 	}
 }
 

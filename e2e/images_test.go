@@ -20,6 +20,8 @@ import (
 
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 )
 
@@ -276,18 +278,12 @@ func buildAll(ctx context.Context) (images, error) {
 
 // buildKafkaImage builds deploy/kafka/image (a Debian base made with debootstrap, plus
 // Kafka's jars) with its script, which reuses an image whose inputs are unchanged, and
-// returns its tag. The jars are SLUICE_KAFKA_LIBS, else make kafka's copy.
+// returns its tag. The jars are found as the real-Kafka tests find them: SLUICE_KAFKA_LIBS,
+// else make kafka's copy.
 func buildKafkaImage(ctx context.Context, tools string) (string, error) {
-	jars := os.Getenv("SLUICE_KAFKA_LIBS")
-	if jars == "" {
-		version := os.Getenv("KAFKA_VERSION")
-		if version == "" {
-			version = "4.4.0"
-		}
-		jars = filepath.Join(repoRoot, ".kafka", version, "libs")
-	}
-	if _, err := os.Stat(filepath.Join(jars, ".complete")); err != nil && os.Getenv("SLUICE_KAFKA_LIBS") == "" {
-		return "", fmt.Errorf("%s cannot be pulled, and the Kafka image built here needs Kafka's jars in %s: run make kafka (KAFKA_JARS=<a folder of Kafka's jars> where Maven cannot reach its repository), or set E2E_KAFKA_IMAGE", defaultKafkaImage, jars)
+	jars, err := kafkacluster.FindLibs()
+	if err != nil {
+		return "", fmt.Errorf("%s cannot be pulled, and the Kafka image built here needs Kafka's jars: %w (KAFKA_JARS=<a folder of Kafka's jars> where Maven cannot reach its repository), or set E2E_KAFKA_IMAGE", defaultKafkaImage, err)
 	}
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot, "deploy", "kafka", "image", "build.sh"), jars, tools)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,10 +66,9 @@ func (s *stack) bootstrap() string {
 	return strings.Join(addrs, ",")
 }
 
+// withEnv is base with more's variables added.
 func withEnv(base map[string]string, more map[string]string) map[string]string {
-	for k, v := range more {
-		base[k] = v
-	}
+	maps.Copy(base, more)
 	return base
 }
 

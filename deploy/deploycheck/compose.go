@@ -20,7 +20,7 @@ type ComposeService struct {
 // path from the repository root).
 func ComposeServices(t testing.TB, root, dockerfile string) []ComposeService {
 	t.Helper()
-	docs := yamlDocs(t, filepath.Join(root, "docker-compose.yml"))
+	docs := YAMLDocs(t, filepath.Join(root, "docker-compose.yml"))
 	if len(docs) != 1 {
 		t.Fatalf("docker-compose.yml: got %d documents, want 1", len(docs))
 	}
@@ -61,7 +61,7 @@ func ComposeServices(t testing.TB, root, dockerfile string) []ComposeService {
 // service commands: topic name to spec.
 func ComposeTopics(t testing.TB, root string) map[string]Topic {
 	t.Helper()
-	docs := yamlDocs(t, filepath.Join(root, "docker-compose.yml"))
+	docs := YAMLDocs(t, filepath.Join(root, "docker-compose.yml"))
 	out := map[string]Topic{}
 	for name, def := range atMap(docs[0], "services") {
 		var script []string

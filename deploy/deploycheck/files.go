@@ -25,8 +25,8 @@ func Root(t testing.TB) string {
 	return root
 }
 
-// yamlDocs decodes every document of a YAML file (merge keys and anchors resolved).
-func yamlDocs(t testing.TB, path string) []map[string]any {
+// YAMLDocs decodes every document of a YAML file (merge keys and anchors resolved).
+func YAMLDocs(t testing.TB, path string) []map[string]any {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

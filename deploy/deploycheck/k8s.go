@@ -30,7 +30,7 @@ func K8sDocs(t testing.TB, root string) []K8sDoc {
 			return nil
 		}
 		rel, _ := filepath.Rel(root, path)
-		for _, doc := range yamlDocs(t, path) {
+		for _, doc := range YAMLDocs(t, path) {
 			out = append(out, K8sDoc{Path: rel, Doc: doc})
 		}
 		return nil

@@ -70,7 +70,7 @@ type AlertRule struct {
 // AlertRules returns the rules of deploy/prometheus/alerts.yaml, in file order.
 func AlertRules(t testing.TB, root string) []AlertRule {
 	t.Helper()
-	docs := yamlDocs(t, filepath.Join(root, "deploy", "prometheus", "alerts.yaml"))
+	docs := YAMLDocs(t, filepath.Join(root, "deploy", "prometheus", "alerts.yaml"))
 	if len(docs) != 1 {
 		t.Fatalf("alerts.yaml: got %d documents, want 1", len(docs))
 	}
