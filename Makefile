@@ -94,7 +94,7 @@ FUZZ_TARGETS := \
 	pkg/throttle:.:FuzzDecode \
 	pkg/throttle:.:FuzzFastDecodeMatchesGoavro \
 	pkg/throttle:.:FuzzRecordToRule \
-	pkg/throttle:./follow:FuzzBatchRecords \
+	pkg/throttle:./internal/fetch:FuzzBatchRecords \
 	services/platform:./event:FuzzDecode \
 	services/platform:./event:FuzzAppendMatchesEncodingJSON \
 	services/ingestion:./internal/server:FuzzParseEvents \

@@ -108,7 +108,7 @@ func TestBrokerRestart(t *testing.T) {
 	for _, a := range list {
 		inAdmin[a.Customer] = a.ID
 	}
-	views := make([]ingestionView, len(bases))
+	views := make([]replicaThrottles, len(bases))
 	for i, b := range bases {
 		if views[i], err = view(ctx, b); err != nil {
 			t.Fatal(err)

@@ -77,8 +77,8 @@ type ingestionThrottle struct {
 	Share int64 `json:"share"`
 }
 
-// ingestionView is an ingestion replica's GET /v1/throttles.
-type ingestionView struct {
+// replicaThrottles is an ingestion replica's GET /v1/throttles.
+type replicaThrottles struct {
 	Replica string `json:"replica"`
 	Ready   bool   `json:"ready"`
 	Fresh   bool   `json:"fresh"`
@@ -97,7 +97,7 @@ type ingestionView struct {
 	Throttles []ingestionThrottle `json:"throttles"`
 }
 
-func (v ingestionView) poisonTotal() int64 {
+func (v replicaThrottles) poisonTotal() int64 {
 	var n int64
 	for _, c := range v.Poison {
 		n += c
@@ -105,7 +105,7 @@ func (v ingestionView) poisonTotal() int64 {
 	return n
 }
 
-func (v ingestionView) find(customer string) (ingestionThrottle, bool) {
+func (v replicaThrottles) find(customer string) (ingestionThrottle, bool) {
 	for _, th := range v.Throttles {
 		if th.Customer == customer {
 			return th, true
@@ -115,8 +115,8 @@ func (v ingestionView) find(customer string) (ingestionThrottle, bool) {
 }
 
 // view fetches a replica's throttles.
-func view(ctx context.Context, base string) (ingestionView, error) {
-	var v ingestionView
+func view(ctx context.Context, base string) (replicaThrottles, error) {
+	var v replicaThrottles
 	status, _, err := do(ctx, http.MethodGet, base+"/v1/throttles", "", nil, &v)
 	if err == nil && status != http.StatusOK {
 		err = fmt.Errorf("GET %s/v1/throttles: status %d", base, status)

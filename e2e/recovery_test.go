@@ -164,7 +164,7 @@ func TestRecoveryByReplay(t *testing.T) {
 
 // compareTables checks a replica's throttles against the model, key by key. Throttles
 // about to expire are left out on both sides, so that the clock cannot make them differ.
-func compareTables(t *testing.T, got ingestionView, want map[string]throttle.Record) {
+func compareTables(t *testing.T, got replicaThrottles, want map[string]throttle.Record) {
 	t.Helper()
 	horizon := time.Now().Add(5 * time.Second)
 	gotBy := map[string]ingestionThrottle{}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/linkedin/goavro/v2"
 	"github.com/riferrei/srclient"
+
+	"github.com/sluice-dev/sluice/pkg/throttle/internal/fastavro"
 )
 
 // schemaV1 is schemas/throttle.avsc, copied here by go generate because a module cannot
@@ -347,4 +349,31 @@ func fromNative(f map[string]any) (Record, error) {
 		r.Reason.Value, _ = u["double"].(float64)
 	}
 	return r, err
+}
+
+// decodeV1 decodes a body written with exactly this build's schema (v1) without goavro
+// (internal/fastavro: the rebuild's hot path).
+func decodeV1(b []byte) (Record, error) {
+	v, err := fastavro.DecodeV1(b, func(ms int64) error { _, err := windowOf(ms); return err })
+	if err != nil {
+		return Record{}, err
+	}
+	r := Record{
+		ID: v.ID, Customer: v.Customer, Limit: v.Limit, Window: time.Duration(v.WindowMillis) * time.Millisecond,
+		CreatedAt: millis(v.CreatedMillis), ExpiresAt: millis(v.ExpiresMillis),
+		Reason: Reason{Kind: ReasonManual, Note: v.Note, Metric: v.Metric, Value: v.Value}, SetBy: v.SetBy,
+	}
+	if v.Automatic {
+		r.Reason.Kind = ReasonAutomatic
+	}
+	if v.Shadow {
+		r.Mode = ModeShadow
+	}
+	return r, nil
+}
+
+// millis converts as goavro's timestamp-millis does.
+func millis(ms int64) time.Time {
+	s := ms / 1e3
+	return time.Unix(s, (ms-s*1e3)*1e6).UTC()
 }

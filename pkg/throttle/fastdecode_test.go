@@ -44,36 +44,3 @@ func FuzzFastDecodeMatchesGoavro(f *testing.F) {
 		}
 	})
 }
-
-func BenchmarkDecode(b *testing.B) {
-	ref, _ := goavro.NewCodec(schemaV1)
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	r := Record{ID: "0b6d3c1e-8a4f-4d9e-9a51-6f1d2b7c4e10", Customer: "acme", Limit: 20, Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Hour),
-		Reason: Reason{Kind: ReasonAutomatic, Note: "events 312s old", Metric: "event_age_seconds", Value: 312}, SetBy: "processing-1"}
-	body, _ := ref.BinaryFromNative(nil, toNative(&r))
-	b.Run("goavro", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := decodeGeneric(ref, 1, body); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("fast-v1", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			rec, err := decodeV1(body)
-			if err != nil || rec.Validate() != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("encode", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := ref.BinaryFromNative(nil, toNative(&r)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}

@@ -23,7 +23,7 @@ type Rule struct {
 // ruleDetail is the rest of a Record.
 type ruleDetail struct {
 	id       string
-	customer string // only for ids too long for a slot (see inlineKey)
+	customer string // only for ids too long for a slot (see slots.InlineKey)
 	reason   Reason
 	setBy    string
 }

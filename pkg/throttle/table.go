@@ -196,7 +196,7 @@ const clockTick = 5 * time.Millisecond
 // reached the end offsets the partitions had at start, and then follows new records.
 //
 // Lookup is lock-free and allocation-free: each of 256 shards makes visible an immutable
-// slot table (see slot) through an atomic pointer. Before the table is ready, writers
+// slot table (internal/slots) through an atomic pointer. Before the table is ready, writers
 // fill their tables in place and Lookup sees nothing; at ready those tables are handed to
 // readers as they are, and from then on a write copies its one shard (throttles change
 // rarely; lookups happen on every event).
@@ -257,7 +257,7 @@ func (s *shard) update(change func(*slotTable) *slotTable) {
 		s.building = change(s.building)
 		return
 	}
-	s.visible.Store(change(s.visible.Load().clone()))
+	s.visible.Store(change(s.visible.Load().Clone()))
 }
 
 // hashParts splits a customer's hash: the low byte picks the shard, bits 8-27 the
@@ -344,7 +344,7 @@ func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitRea
 
 // Lookup returns the rule of the customer's active throttle: what enforcing it needs. It
 // is the hot path of every event: it never blocks, never allocates, and follows no
-// pointer past its slot for customer ids of up to 25 bytes (inlineKey). It returns
+// pointer past its slot for customer ids of up to 25 bytes (slots.InlineKey). It returns
 // nothing until the table is ready. Expiry is observed within a few milliseconds (the
 // table's coarse clock).
 func (t *Table) Lookup(customer string) (Rule, bool) {
@@ -359,11 +359,11 @@ func (t *Table) Lookup(customer string) (Rule, bool) {
 	if st == nil {
 		return Rule{}, false
 	}
-	i := st.find(sl, customer)
-	if i < 0 || t.now.Load() >= st.slots[i].expires {
+	i := st.Find(sl, customer)
+	if i < 0 || t.now.Load() >= st.Expires(i) {
 		return Rule{}, false
 	}
-	return st.rule(i), true
+	return ruleAt(st, i), true
 }
 
 // Get returns the customer's active throttle as a full record, for views and for
@@ -382,9 +382,9 @@ func (t *Table) Active() []Record {
 	var out []Record
 	for i := range t.shards {
 		if st := t.shards[i].visible.Load(); st != nil {
-			for i := range st.all() {
-				if r := st.rule(i); r.Active(now) {
-					out = append(out, r.Record(st.customer(i)))
+			for i := range st.All() {
+				if r := ruleAt(st, i); r.Active(now) {
+					out = append(out, r.Record(st.Customer(i)))
 				}
 			}
 		}
@@ -422,8 +422,8 @@ func (t *Table) Stats() TableStats {
 	now := t.cfg.clock()
 	for i := range t.shards {
 		if st := t.shards[i].visible.Load(); st != nil {
-			for i := range st.all() {
-				if st.rule(i).Active(now) {
+			for i := range st.All() {
+				if ruleAt(st, i).Active(now) {
 					s.Active++
 				}
 			}
@@ -552,11 +552,11 @@ func (t *Table) held(customer string) (Record, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.current()
-	i := st.find(sl, customer)
-	if i < 0 || !st.rule(i).Active(t.cfg.clock()) {
+	i := st.Find(sl, customer)
+	if i < 0 || !ruleAt(st, i).Active(t.cfg.clock()) {
 		return Record{}, false
 	}
-	return st.rule(i).Record(customer), true
+	return ruleAt(st, i).Record(customer), true
 }
 
 func (t *Table) notify(c Change) {
@@ -604,7 +604,7 @@ func (t *Table) set(customer string, r Record) {
 	if s.building != nil {
 		// No reader sees this table yet, and makeVisible sets the filter bits of all it
 		// holds: a rebuild need not take the filter's shared lock for every record.
-		s.building = s.building.put(sl, customer, rule, d)
+		s.building = s.building.Put(sl, customer, rule.entry(), d)
 		s.mu.Unlock()
 		return
 	}
@@ -616,7 +616,7 @@ func (t *Table) set(customer string, r Record) {
 	t.filterAdd.Add(1)
 	s.mu.Lock() // building stays nil once visible
 	defer s.mu.Unlock()
-	s.update(func(st *slotTable) *slotTable { return st.put(sl, customer, rule, d) })
+	s.update(func(st *slotTable) *slotTable { return st.Put(sl, customer, rule.entry(), d) })
 }
 
 // del removes the customer's throttle. With expiresID set (an expiry tombstone), it
@@ -629,16 +629,16 @@ func (t *Table) del(customer, expiresID string, expiresCreated int64) (removed, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.current()
-	i := st.find(sl, customer)
+	i := st.Find(sl, customer)
 	if i < 0 {
 		return nil, nil
 	}
-	rec := st.rule(i).Record(customer)
+	rec := ruleAt(st, i).Record(customer)
 	cur := &rec
 	if expiresID != "" && cur.ID != expiresID && (expiresCreated == 0 || cur.CreatedAt.UnixMilli() >= expiresCreated) {
 		return nil, cur
 	}
-	s.update(func(st *slotTable) *slotTable { st.remove(sl, customer); return st })
+	s.update(func(st *slotTable) *slotTable { st.Remove(sl, customer); return st })
 	return cur, nil
 }
 
@@ -656,8 +656,8 @@ func (t *Table) rebuildFilter() {
 		s := &t.shards[i]
 		s.mu.Lock()
 		st := s.current()
-		for i := range st.all() {
-			f.add(maphash.Bytes(t.seed, st.keyBytes(i)))
+		for i := range st.All() {
+			f.add(maphash.Bytes(t.seed, st.KeyBytes(i)))
 		}
 		s.mu.Unlock()
 	}
@@ -693,7 +693,7 @@ func (t *Table) repartition(n int) {
 	var moved []Record
 	for i := range t.shards {
 		moved = append(moved, t.shards[i].removeIf(func(st *slotTable, j int) bool {
-			c := st.customer(j)
+			c := st.Customer(j)
 			return t.home([]byte(c)) != oldHome(c)
 		})...)
 	}
@@ -711,16 +711,16 @@ func (s *shard) removeIf(drop func(st *slotTable, i int) bool) []Record {
 	st := s.current()
 	var gone []Record
 	var hashes []uint32
-	for i := range st.all() {
+	for i := range st.All() {
 		if drop(st, i) {
-			gone = append(gone, st.rule(i).Record(st.customer(i)))
-			hashes = append(hashes, st.slots[i].hash)
+			gone = append(gone, ruleAt(st, i).Record(st.Customer(i)))
+			hashes = append(hashes, st.Hash(i))
 		}
 	}
 	if len(gone) > 0 {
 		s.update(func(st *slotTable) *slotTable {
 			for i, r := range gone {
-				st.remove(hashes[i], r.Customer)
+				st.Remove(hashes[i], r.Customer)
 			}
 			return st
 		})
@@ -738,8 +738,8 @@ func (t *Table) makeVisible() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for j := range s.building.all() {
-			f.add(maphash.Bytes(t.seed, s.building.keyBytes(j)))
+		for j := range s.building.All() {
+			f.add(maphash.Bytes(t.seed, s.building.KeyBytes(j)))
 		}
 		s.visible.Store(s.building)
 		s.building = nil
@@ -754,7 +754,7 @@ func (t *Table) forgetExpired() {
 	defer t.rebuildFilter()
 	now := t.cfg.clock()
 	for i := range t.shards {
-		expired := t.shards[i].removeIf(func(st *slotTable, j int) bool { return !st.rule(j).Active(now) })
+		expired := t.shards[i].removeIf(func(st *slotTable, j int) bool { return !ruleAt(st, j).Active(now) })
 		for _, r := range expired {
 			t.notify(Change{Kind: ChangeExpired, Customer: r.Customer, Record: r, Offset: -1, Rebuilding: !t.Ready()})
 		}

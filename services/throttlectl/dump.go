@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttlejson"
+	"github.com/sluice-dev/sluice/services/platform/wait"
 )
 
 func dumpCommand() *command {
@@ -207,21 +208,9 @@ func decode(ctx context.Context, codec *throttle.Codec, value []byte) (throttle.
 		if !errors.Is(err, throttle.ErrRegistryUnavailable) {
 			return rec, err
 		}
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return rec, err
 		}
 		backoff = min(2*backoff, time.Second)
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether the full d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

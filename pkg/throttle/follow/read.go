@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/internal/fetch"
 )
 
 // The read loop of one partition. It sends Fetch requests itself (fetch.go) instead of
@@ -91,7 +92,7 @@ func (r *partReader) fetch(ctx context.Context, offset int64, maxWait time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, err)
 	}
-	batches, partial, err := batchesIn(p.RecordBatches)
+	batches, partial, err := fetch.Batches(p.RecordBatches)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s/%d@%d: %w", r.topic, r.part, offset, err)
 	}
@@ -169,15 +170,15 @@ func (f *Follower) readOnce(ctx context.Context, r *partReader, p *partition, lo
 		b := &res.Batches[i]
 		aborted.begin(b.Base)
 		switch {
-		case b.control():
+		case b.Control():
 			// A transaction marker: never data.
-			if b.controlType() == controlAbort {
+			if b.ControlType() == controlAbort {
 				aborted.end(b.ProducerID)
 			}
-		case b.transactional() && aborted.active[b.ProducerID]:
+		case b.Transactional() && aborted.active[b.ProducerID]:
 			// Records of an aborted transaction: never applied.
 		default:
-			err := b.each(func(offset int64, rec *kmsg.Record) error {
+			err := b.Each(func(offset int64, rec *kmsg.Record) error {
 				if offset < pos {
 					return nil // a batch may start before the offset fetched
 				}
@@ -213,8 +214,8 @@ func (f *Follower) advance(p *partition, pos int64) {
 
 // message turns a fetched record into the kafka.Message apply takes. A null value stays
 // nil (a tombstone); an empty one is a non-nil empty slice, which is not a tombstone.
-func (f *Follower) message(part int, b *batch, offset int64, rec *kmsg.Record, hwm int64) kafka.Message {
-	msg := kafka.Message{Topic: f.topic, Partition: part, Offset: offset, Time: b.time(rec), HighWaterMark: hwm,
+func (f *Follower) message(part int, b *fetch.Batch, offset int64, rec *kmsg.Record, hwm int64) kafka.Message {
+	msg := kafka.Message{Topic: f.topic, Partition: part, Offset: offset, Time: b.Time(rec), HighWaterMark: hwm,
 		Key: rec.Key, Value: rec.Value}
 	for _, h := range rec.Headers {
 		msg.Headers = append(msg.Headers, kafka.Header{Key: h.Key, Value: h.Value})

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/platform/event"
+	"github.com/sluice-dev/sluice/services/platform/wait"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
 )
 
@@ -164,7 +165,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			c.failing.Store(true)
 			c.log.Warn("join consumer group", zap.String("group", c.group), zap.Error(err), zap.Duration("retry_in", backoff))
-			if !sleep(ctx, backoff) {
+			if !wait.Sleep(ctx, backoff) {
 				return nil
 			}
 			backoff = min(2*backoff, c.cfg.MaxBackoff)
@@ -212,7 +213,7 @@ func (c *Consumer) generation(ctx context.Context, gen *kafka.Generation) error 
 			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			first, end, err = endOffsets(lctx, c.kc, c.topic, parts)
 			cancel()
-			if err == nil || attempt == 5 || !sleep(ctx, backoff) {
+			if err == nil || attempt == 5 || !wait.Sleep(ctx, backoff) {
 				break
 			}
 			backoff = min(2*backoff, c.cfg.MaxBackoff)
@@ -256,7 +257,7 @@ func (c *Consumer) read(gctx context.Context, p int, offset int64, idle bool, in
 				return
 			}
 			c.log.Warn("fetch event", zap.Int("partition", p), zap.Error(err))
-			if !sleep(gctx, c.cfg.Backoff) {
+			if !wait.Sleep(gctx, c.cfg.Backoff) {
 				return
 			}
 			continue
@@ -395,7 +396,7 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 		}
 		c.metrics.Events.WithLabelValues("handled").Add(float64(handled))
 		items, at = retry, retryAt
-		if len(items) > 0 && !sleep(ctx, backoff) {
+		if len(items) > 0 && !wait.Sleep(ctx, backoff) {
 			break // shutdown: the rest stays undone, to be consumed again
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
@@ -443,16 +444,4 @@ func (c *Consumer) partitionLag(p int) prometheus.Gauge {
 		c.lag[p] = g
 	}
 	return g
-}
-
-// sleep waits for d, or returns false when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/services/platform/wait"
 )
 
 // Headers of a dead-lettered record. The record keeps the original key, value and
@@ -60,7 +62,7 @@ func (c *Consumer) deadLetters(ctx context.Context, batch []fetched, dead []dead
 			break
 		}
 		c.log.Error("write dead letters", zap.Int("events", len(out)), zap.Error(err), zap.Duration("retry_in", backoff))
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return false
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
