@@ -98,4 +98,3 @@ func TestSlotTableMatchesAMap(t *testing.T) {
 }
 
 func hasKey(m map[string]int64, k string) bool { _, ok := m[k]; return ok }
-
