@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"testing"
@@ -49,9 +51,11 @@ func TestPoisonRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknownSchema := []byte{0, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(unknownSchema[1:], 999_999)
-	unknownSchema = append(unknownSchema, foreign[5:]...)
+	// A schema id the registry knows, of a schema that is no throttle's. An id it does
+	// not know is not poison: the record holds its partition until the registry has it
+	// (pkg/throttle's TestTableHoldsARecordOfAnUnknownSchemaID).
+	unknownSchema := []byte{0, 0, 0, 0, 0, 2, 'x'}
+	binary.BigEndian.PutUint32(unknownSchema[1:5], uint32(registerSchema(t, s.registry.mustURL(t), "e2e-not-a-throttle-value", `"string"`)))
 	badBody := append([]byte(nil), foreign[:5]...)
 	badBody = append(badBody, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01)
 	poison := []probeRecord{
@@ -112,4 +116,22 @@ func TestPoisonRecord(t *testing.T) {
 	}
 	s.liftThrottle(t, next)
 	s.liftThrottle(t, victim)
+}
+
+// registerSchema registers an Avro schema under subject and returns its id.
+func registerSchema(t *testing.T, registry, subject, schema string) int {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"schema": schema})
+	resp, err := http.Post(registry+"/subjects/"+subject+"/versions", "application/vnd.schemaregistry.v1+json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		ID int `json:"id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.ID == 0 {
+		t.Fatalf("register %s: %d, %v", subject, resp.StatusCode, err)
+	}
+	return got.ID
 }

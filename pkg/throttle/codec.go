@@ -138,8 +138,8 @@ func (c *Codec) Encode(r *Record) ([]byte, error) {
 
 // Decode parses a Confluent-framed Avro value. Errors wrap errBadMagic, errTruncated,
 // errUnknownSchema, errBadBody or ErrInvalid for a poison record (see isPoison), and
-// ErrRegistryUnavailable when the schema id is new and the registry cannot be reached: a
-// retryable condition. A tombstone (nil value) has nothing to decode: errTombstone.
+// ErrRegistryUnavailable when the schema id is new and the registry cannot be reached,
+// or errSchemaNotFound when it does not know the id: both retryable (follow.ErrRetry). A tombstone (nil value) has nothing to decode: errTombstone.
 func (c *Codec) Decode(value []byte) (Record, error) {
 	if value == nil {
 		return Record{}, errTombstone
@@ -207,7 +207,7 @@ func (c *Codec) codecFor(id int) (readSchema, error) {
 	s, err := c.reg.GetSchema(id)
 	if err != nil {
 		if isNotFound(err) {
-			return readSchema{}, fmt.Errorf("%w: %d", errUnknownSchema, id)
+			return readSchema{}, fmt.Errorf("%w: %d", errSchemaNotFound, id)
 		}
 		return readSchema{}, fmt.Errorf("fetch schema id %d: %w", id, registryErr(err))
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 )
 
@@ -152,7 +153,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"short header", []byte{0, 0, 1}, throttle.ErrTruncated},
 		{"wrong magic", append([]byte{1}, good[1:]...), throttle.ErrBadMagic},
 		{"json not avro", []byte(`{"customer":"acme"}`), throttle.ErrBadMagic},
-		{"unknown schema id", withID(4242, good[5:]), throttle.ErrUnknownSchema},
+		{"not a record schema", withID(uint32(registerSchema(t, s, "other-value", `"string"`)), []byte{2, 'x'}), throttle.ErrUnknownSchema},
 		{"truncated body", good[:len(good)-3], throttle.ErrBadBody},
 		{"trailing bytes", append(append([]byte{}, good...), 1, 2), throttle.ErrBadBody},
 		{"garbage body", withID(1, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}), throttle.ErrBadBody},
@@ -173,6 +174,47 @@ func TestDecodeErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecodeUnknownSchemaIDIsRetried: an id the registry does not know is not poison.
+// The registry may lag the topic (a second region's, reading a mirrored _schemas), and
+// skipping would drop the throttle for good; the error says to retry.
+func TestDecodeUnknownSchemaIDIsRetried(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	c := s.Codec(t, topic)
+	r := sample()
+	good, err := c.Encode(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := binary.BigEndian.Uint32(good[1:5]) + 1
+	value := append([]byte{0, 0, 0, 0, 0}, good[5:]...)
+	binary.BigEndian.PutUint32(value[1:5], next)
+	_, err = c.Decode(value)
+	if !errors.Is(err, throttle.ErrSchemaNotFound) || !errors.Is(err, follow.ErrRetry) || throttle.IsPoison(err) {
+		t.Fatalf("unknown id %d: got %v (poison %v), want a retryable schema-not-found error", next, err, throttle.IsPoison(err))
+	}
+	// Once the registry has the id, the same bytes decode: nothing was cached from the 404.
+	// As a second region's registry gets the id its first region's registry gave.
+	s.Registry().SeedSchema("mirror-value", 1, int(next), sr.Schema{Schema: throttle.Schema(), Type: sr.TypeAvro})
+	got, err := c.Decode(value)
+	if err != nil || !reflect.DeepEqual(got, r) {
+		t.Fatalf("after registration: got %+v, %v; want %+v", got, err, r)
+	}
+}
+
+// registerSchema registers an Avro schema under subject and returns its id.
+func registerSchema(t *testing.T, s *throttletest.Stack, subject, schema string) int {
+	t.Helper()
+	cl, err := sr.NewClient(sr.URLs(s.RegistryURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := cl.CreateSchema(t.Context(), subject, sr.Schema{Schema: schema, Type: sr.TypeAvro})
+	if err != nil {
+		t.Fatalf("register %s: %v", subject, err)
+	}
+	return ss.ID
 }
 
 // v2 adds one optional field; records written with it must decode with today's code.

@@ -16,6 +16,12 @@ var (
 	// id not seen before. It is retryable: the record is not poison (it wraps
 	// follow.ErrRetry, so a follow.Scan retries it too).
 	ErrRegistryUnavailable = fmt.Errorf("throttle: schema registry unavailable (%w)", follow.ErrRetry)
+	// errSchemaNotFound: the registry answers that it does not know the record's schema
+	// id. The record is held and retried, not skipped: the registry may lag the topic
+	// (a second region's registry reads a mirrored _schemas on its own schedule), or
+	// point at the wrong cluster, and skipping would drop every throttle silently. It
+	// wraps follow.ErrRetry.
+	errSchemaNotFound = fmt.Errorf("throttle: schema id not in the registry (%w)", follow.ErrRetry)
 	// ErrNotCompacted: the throttle topic exists but its cleanup.policy is not compact,
 	// so the broker would delete throttles by age.
 	ErrNotCompacted = errors.New("throttle: topic is not compacted")
@@ -24,9 +30,9 @@ var (
 // The ways a value can be poison, besides ErrInvalid: PoisonReason names each, and a
 // reader skips and counts them rather than retrying.
 var (
-	errBadMagic      = errors.New("throttle: wrong magic byte")  // not the Confluent magic byte 0
-	errTruncated     = errors.New("throttle: truncated header")  // shorter than the 5-byte header
-	errUnknownSchema = errors.New("throttle: unknown schema id") // not in the registry, or not a throttle schema
+	errBadMagic      = errors.New("throttle: wrong magic byte") // not the Confluent magic byte 0
+	errTruncated     = errors.New("throttle: truncated header") // shorter than the 5-byte header
+	errUnknownSchema = errors.New("throttle: unusable schema")  // the registry's answer is no Avro record schema
 	errBadBody       = errors.New("throttle: body does not match its schema")
 	// errTombstone: a nil value was handed to Decode. Tombstones carry no record; check
 	// for nil before decoding.

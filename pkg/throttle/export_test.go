@@ -18,6 +18,7 @@ var (
 	ErrBadMagic        = errBadMagic
 	ErrTruncated       = errTruncated
 	ErrUnknownSchema   = errUnknownSchema
+	ErrSchemaNotFound  = errSchemaNotFound
 )
 
 // Schema is the schema every Codec writes.

@@ -171,8 +171,8 @@ func TestFilterNeverHidesAThrottle(t *testing.T) {
 }
 
 // BenchmarkMemoryLatency is the machine's side of BenchmarkLookup's hit/all figures: a
-// chain of dependent loads, one 64-byte line each, over arrays about as large as
-// 100,000 throttles' slots (9.6 MB) and smaller. Where the array no longer fits the
+// chain of dependent loads, one 64-byte line each, over arrays about as large as the
+// maps of 100,000 throttles and smaller. Where the array no longer fits the
 // cache the VM leaves this process, each load waits for memory, and a Lookup of a key
 // not looked up lately cannot take less (consecutive lookups only overlap in the CPU).
 func BenchmarkMemoryLatency(b *testing.B) {

@@ -3,8 +3,7 @@ package throttle
 import "time"
 
 // Rule is the part of a throttle that enforcing it needs: what Table.Lookup returns on
-// the hot path of every event. The table keeps the fields inline in its slots, so a
-// lookup reads one cache line; the rest of the record (its id, why it was set, by whom)
+// the hot path of every event. The rest of the record (its id, why it was set, by whom)
 // is one pointer further, which Lookup does not load.
 type Rule struct {
 	Limit  int64
@@ -15,33 +14,23 @@ type Rule struct {
 	// schema's timestamp-millis can carry up to year 9999 without overflow.
 	expires int64 // ExpiresAt, compared with the table's coarse clock
 	created int64 // CreatedAt
-	// detail points at the rule's entry in its table's array of details: Lookup takes
-	// the entry's address without reading it, so that a lookup reads only the slot.
-	detail **ruleDetail
+	detail  *ruleDetail
 }
 
 // ruleDetail is the rest of a Record.
 type ruleDetail struct {
-	id       string
-	customer string // only for ids too long for a slot (see slots.InlineKey)
-	reason   Reason
-	setBy    string
+	id     string
+	reason Reason
+	setBy  string
 }
 
 // Rule returns the record's enforcement view, as a Table's Lookup returns it.
 func (r Record) Rule() Rule {
-	rule, d := r.split()
-	rule.detail = &d
-	return rule
-}
-
-// split returns the record's rule, with no detail, and its detail.
-func (r Record) split() (Rule, *ruleDetail) {
-	rule := Rule{
+	return Rule{
 		Limit: r.Limit, Window: r.Window, Mode: r.Mode,
 		expires: r.ExpiresAt.UnixMilli(), created: r.CreatedAt.UnixMilli(),
+		detail: &ruleDetail{id: r.ID, reason: r.Reason, setBy: r.SetBy},
 	}
-	return rule, &ruleDetail{id: r.ID, reason: r.Reason, setBy: r.SetBy}
 }
 
 // ID is the throttle's id: a replacement of the customer's throttle has another.
@@ -49,7 +38,7 @@ func (r Rule) ID() string {
 	if r.detail == nil {
 		return ""
 	}
-	return (*r.detail).id
+	return r.detail.id
 }
 
 // ExpiresAt is when the throttle stops applying.
@@ -64,7 +53,8 @@ func (r Rule) Record(customer string) Record {
 	if r.detail == nil {
 		return Record{}
 	}
-	d := *r.detail
+	d := r.detail
+
 	return Record{
 		ID: d.id, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
 		CreatedAt: time.UnixMilli(r.created).UTC(), ExpiresAt: r.ExpiresAt(),

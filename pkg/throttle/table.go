@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
+
 	"sort"
 	"strconv"
 	"sync"
@@ -220,6 +222,7 @@ type Table struct {
 
 	poison    [len(poisonReasons)]atomic.Int64
 	retries   atomic.Int64 // records retried because the registry was unavailable
+	missing   atomic.Int64 // records retried because the registry does not know their schema id
 	applied   atomic.Int64
 	forgetRun sync.Mutex // one forgetExpired at a time
 
@@ -234,40 +237,41 @@ type Table struct {
 
 var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch", "wrong_partition"}
 
+// rules maps a customer to the rule of its throttle.
+type rules = map[string]Rule
+
 // A shard holds the throttles of the customers whose hash ends in its index.
 type shard struct {
-	mu       sync.Mutex                // writers only
-	building *slotTable                // before ready: written in place, not visible
-	visible  atomic.Pointer[slotTable] // after ready: immutable, copied on write
+	mu       sync.Mutex            // writers only
+	building rules                 // before ready: written in place, not visible
+	visible  atomic.Pointer[rules] // after ready: immutable, copied on write
 }
 
-// current is the shard's table as its writers see it: the building one until the table
-// is ready, the visible one after. The caller holds mu.
-func (s *shard) current() *slotTable {
+// current is the shard's map as its writers see it: the building one until the table is
+// ready, the visible one after. The caller holds mu.
+func (s *shard) current() rules {
 	if s.building != nil {
 		return s.building
 	}
-	return s.visible.Load()
+	return *s.visible.Load()
 }
 
-// update applies change to the shard's table: in place while building, else to a copy
+// update applies change to the shard's map: in place while building, else to a copy
 // that then replaces the visible one. The caller holds mu.
-func (s *shard) update(change func(*slotTable) *slotTable) {
+func (s *shard) update(change func(rules)) {
 	if s.building != nil {
-		s.building = change(s.building)
+		change(s.building)
 		return
 	}
-	s.visible.Store(change(s.visible.Load().Clone()))
+	next := maps.Clone(*s.visible.Load())
+	change(next)
+	s.visible.Store(&next)
 }
 
-// hashParts splits a customer's hash: the low byte picks the shard, bits 8-27 the
-// filter's bit, the high half the slot.
-func hashParts(h uint64) (shard uint64, slot uint32) { return h % shardCount, uint32(h >> 32) }
-
-// shardOf returns the customer's shard and the part of its hash that picks the slot.
-func (t *Table) shardOf(customer string) (*shard, uint32) {
-	sh, sl := hashParts(maphash.String(t.seed, customer))
-	return &t.shards[sh], sl
+// shardOf returns the customer's shard: the low byte of its hash picks it (bits 8-27
+// pick the filter's bit).
+func (t *Table) shardOf(customer string) *shard {
+	return &t.shards[maphash.String(t.seed, customer)%shardCount]
 }
 
 // NewTable returns a table of the throttle topic. Run starts it.
@@ -284,7 +288,7 @@ func NewTable(kc cluster.Config, topic string, codec *Codec, opts ...Option) (*T
 	}
 	t := &Table{topic: topic, codec: codec, cfg: o.tableConfig, log: o.log.With(zap.String("topic", topic)), seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].building = newSlotTable(0)
+		t.shards[i].building = rules{}
 	}
 	t.now.Store(t.cfg.clock().UnixMilli())
 	t.filter.Store(new(filter))
@@ -354,16 +358,15 @@ func (t *Table) Lookup(customer string) (Rule, bool) {
 	if !t.filter.Load().has(h) {
 		return Rule{}, false
 	}
-	sh, sl := hashParts(h)
-	st := t.shards[sh].visible.Load()
-	if st == nil {
+	m := t.shards[h%shardCount].visible.Load()
+	if m == nil {
 		return Rule{}, false
 	}
-	i := st.Find(sl, customer)
-	if i < 0 || t.now.Load() >= st.Expires(i) {
+	r, ok := (*m)[customer]
+	if !ok || t.now.Load() >= r.expires {
 		return Rule{}, false
 	}
-	return ruleAt(st, i), true
+	return r, true
 }
 
 // Get returns the customer's active throttle as a full record, for views and for
@@ -381,10 +384,10 @@ func (t *Table) Active() []Record {
 	now := t.cfg.clock()
 	var out []Record
 	for i := range t.shards {
-		if st := t.shards[i].visible.Load(); st != nil {
-			for i := range st.All() {
-				if r := ruleAt(st, i); r.Active(now) {
-					out = append(out, r.Record(st.Customer(i)))
+		if m := t.shards[i].visible.Load(); m != nil {
+			for c, r := range *m {
+				if r.Active(now) {
+					out = append(out, r.Record(c))
 				}
 			}
 		}
@@ -409,7 +412,11 @@ type TableStats struct {
 	// RegistryRetries counts attempts to decode a record that failed because the
 	// registry could not be reached (the record was retried, not skipped).
 	RegistryRetries int64
-	Applied         int64
+	// SchemaMissing counts attempts to decode a record whose schema id the registry
+	// says it does not know. Such a record holds its partition (Partitions[i].Waiting)
+	// until the registry has the id: skipping it would drop a throttle.
+	SchemaMissing int64
+	Applied       int64
 }
 
 // Stats returns the table's current figures.
@@ -417,13 +424,13 @@ func (t *Table) Stats() TableStats {
 	s := TableStats{
 		Topic: t.topic, Ready: t.Ready(), Fresh: t.follower.Fresh(),
 		Partitions: t.follower.Progress(), Poison: map[string]int64{},
-		RegistryRetries: t.retries.Load(), Applied: t.applied.Load(),
+		RegistryRetries: t.retries.Load(), SchemaMissing: t.missing.Load(), Applied: t.applied.Load(),
 	}
 	now := t.cfg.clock()
 	for i := range t.shards {
-		if st := t.shards[i].visible.Load(); st != nil {
-			for i := range st.All() {
-				if ruleAt(st, i).Active(now) {
+		if m := t.shards[i].visible.Load(); m != nil {
+			for _, r := range *m {
+				if r.Active(now) {
 					s.Active++
 				}
 			}
@@ -505,7 +512,11 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 			t.skip(msg, reason, err, ch)
 			return nil
 		}
-		t.retries.Add(1)
+		if errors.Is(err, errSchemaNotFound) {
+			t.missing.Add(1)
+		} else {
+			t.retries.Add(1)
+		}
 		return fmt.Errorf("decode throttle at %s/%d@%d: %w", t.topic, msg.Partition, msg.Offset, err)
 	}
 	t.applied.Add(1)
@@ -548,15 +559,14 @@ func (t *Table) skip(msg kafka.Message, reason string, err error, ch Change) {
 // held returns the customer's active throttle as the table holds it, also while it is
 // still rebuilding (when Get answers nothing).
 func (t *Table) held(customer string) (Record, bool) {
-	s, sl := t.shardOf(customer)
+	s := t.shardOf(customer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.current()
-	i := st.Find(sl, customer)
-	if i < 0 || !ruleAt(st, i).Active(t.cfg.clock()) {
+	r, ok := s.current()[customer]
+	if !ok || !r.Active(t.cfg.clock()) {
 		return Record{}, false
 	}
-	return ruleAt(st, i).Record(customer), true
+	return r.Record(customer), true
 }
 
 func (t *Table) notify(c Change) {
@@ -597,14 +607,13 @@ func (t *Table) intern(s string) string {
 // set stores r as the customer's throttle.
 func (t *Table) set(customer string, r Record) {
 	h := maphash.String(t.seed, customer)
-	sh, sl := hashParts(h)
-	s := &t.shards[sh]
-	rule, d := r.split()
+	s := &t.shards[h%shardCount]
+	rule := r.Rule()
 	s.mu.Lock()
 	if s.building != nil {
-		// No reader sees this table yet, and makeVisible sets the filter bits of all it
+		// No reader sees this map yet, and makeVisible sets the filter bits of all it
 		// holds: a rebuild need not take the filter's shared lock for every record.
-		s.building = s.building.Put(sl, customer, rule.entry(), d)
+		s.building[customer] = rule
 		s.mu.Unlock()
 		return
 	}
@@ -616,7 +625,7 @@ func (t *Table) set(customer string, r Record) {
 	t.filterAdd.Add(1)
 	s.mu.Lock() // building stays nil once visible
 	defer s.mu.Unlock()
-	s.update(func(st *slotTable) *slotTable { return st.Put(sl, customer, rule.entry(), d) })
+	s.update(func(m rules) { m[customer] = rule })
 }
 
 // del removes the customer's throttle. With expiresID set (an expiry tombstone), it
@@ -625,20 +634,19 @@ func (t *Table) set(customer string, r Record) {
 // expiresCreated, when known, is the expired throttle's creation time: a current one
 // created before it is older than the throttle the tombstone expires, so it goes too.
 func (t *Table) del(customer, expiresID string, expiresCreated int64) (removed, kept *Record) {
-	s, sl := t.shardOf(customer)
+	s := t.shardOf(customer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.current()
-	i := st.Find(sl, customer)
-	if i < 0 {
+	r, ok := s.current()[customer]
+	if !ok {
 		return nil, nil
 	}
-	rec := ruleAt(st, i).Record(customer)
+	rec := r.Record(customer)
 	cur := &rec
 	if expiresID != "" && cur.ID != expiresID && (expiresCreated == 0 || cur.CreatedAt.UnixMilli() >= expiresCreated) {
 		return nil, cur
 	}
-	s.update(func(st *slotTable) *slotTable { st.Remove(sl, customer); return st })
+	s.update(func(m rules) { delete(m, customer) })
 	return cur, nil
 }
 
@@ -655,9 +663,8 @@ func (t *Table) rebuildFilter() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		st := s.current()
-		for i := range st.All() {
-			f.add(maphash.Bytes(t.seed, st.KeyBytes(i)))
+		for c := range s.current() {
+			f.add(maphash.String(t.seed, c))
 		}
 		s.mu.Unlock()
 	}
@@ -692,8 +699,7 @@ func (t *Table) repartition(n int) {
 	oldHome := func(c string) int { return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(c)}, old...) }
 	var moved []Record
 	for i := range t.shards {
-		moved = append(moved, t.shards[i].removeIf(func(st *slotTable, j int) bool {
-			c := st.Customer(j)
+		moved = append(moved, t.shards[i].removeIf(func(c string, _ Rule) bool {
 			return t.home([]byte(c)) != oldHome(c)
 		})...)
 	}
@@ -705,30 +711,26 @@ func (t *Table) repartition(n int) {
 }
 
 // removeIf removes the shard's throttles for which drop is true and returns them.
-func (s *shard) removeIf(drop func(st *slotTable, i int) bool) []Record {
+func (s *shard) removeIf(drop func(customer string, r Rule) bool) []Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.current()
 	var gone []Record
-	var hashes []uint32
-	for i := range st.All() {
-		if drop(st, i) {
-			gone = append(gone, ruleAt(st, i).Record(st.Customer(i)))
-			hashes = append(hashes, st.Hash(i))
+	for c, r := range s.current() {
+		if drop(c, r) {
+			gone = append(gone, r.Record(c))
 		}
 	}
 	if len(gone) > 0 {
-		s.update(func(st *slotTable) *slotTable {
-			for i, r := range gone {
-				st.Remove(hashes[i], r.Customer)
+		s.update(func(m rules) {
+			for _, r := range gone {
+				delete(m, r.Customer)
 			}
-			return st
 		})
 	}
 	return gone
 }
 
-// makeVisible hands the tables built while rebuilding to readers, each after the filter bits
+// makeVisible hands the maps built while rebuilding to readers, each after the filter bits
 // of its throttles (set skips them while building). It runs once, when the Follower
 // first catches up.
 func (t *Table) makeVisible() {
@@ -738,10 +740,11 @@ func (t *Table) makeVisible() {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for j := range s.building.All() {
-			f.add(maphash.Bytes(t.seed, s.building.KeyBytes(j)))
+		for c := range s.building {
+			f.add(maphash.String(t.seed, c))
 		}
-		s.visible.Store(s.building)
+		m := s.building
+		s.visible.Store(&m)
 		s.building = nil
 		s.mu.Unlock()
 	}
@@ -754,7 +757,7 @@ func (t *Table) forgetExpired() {
 	defer t.rebuildFilter()
 	now := t.cfg.clock()
 	for i := range t.shards {
-		expired := t.shards[i].removeIf(func(st *slotTable, j int) bool { return !ruleAt(st, j).Active(now) })
+		expired := t.shards[i].removeIf(func(_ string, r Rule) bool { return !r.Active(now) })
 		for _, r := range expired {
 			t.notify(Change{Kind: ChangeExpired, Customer: r.Customer, Record: r, Offset: -1, Rebuilding: !t.Ready()})
 		}

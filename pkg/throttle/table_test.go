@@ -2,6 +2,7 @@ package throttle_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/follow"
@@ -361,13 +363,15 @@ func TestTablePoisonRecords(t *testing.T) {
 	bad := func(key string, v []byte) kafka.Message { return kafka.Message{Key: []byte(key), Value: v} }
 	invalid := rec("x", 1, time.Hour)
 	invalidMsg := f.msg(0, invalid)
-	invalidMsg.Key = []byte("someone-else") // decodes fine, but under another customer's key
+	invalidMsg.Key = []byte("someone-else")    // decodes fine, but under another customer's key
+	notRecord := []byte{0, 0, 0, 0, 0, 2, 'x'} // a registered schema, but no record: "x" as an Avro string
+	binary.BigEndian.PutUint32(notRecord[1:5], uint32(registerSchema(t, f.s, "other-value", `"string"`)))
 	f.put(
 		good,
 		bad("p1", append([]byte{7}, good.Value[1:]...)), // wrong magic byte
 		f.msg(0, rec("between1", 1, time.Hour)),
-		bad("p2", []byte{0, 0}),                                           // truncated header
-		bad("p3", append([]byte{0, 0, 0, 0x30, 0x39}, good.Value[5:]...)), // unknown schema id 12345
+		bad("p2", []byte{0, 0}), // truncated header
+		bad("p3", notRecord),    // a schema that is no throttle's
 		f.msg(0, rec("between2", 2, time.Hour)),
 		bad("p4", append(append([]byte{}, good.Value[:5]...), 0xff, 0xff)), // body does not match
 		bad("p5", []byte{}),                                                // empty value: not a tombstone on the wire, so poison (truncated)
@@ -388,6 +392,39 @@ func TestTablePoisonRecords(t *testing.T) {
 	// The table keeps following after poison.
 	f.put(bad("p6", []byte("junk")), f.msg(0, rec("late", 3, time.Hour)))
 	eventually(t, "record after poison", func() bool { _, ok := tb.Lookup("late"); return ok })
+}
+
+// TestTableHoldsARecordOfAnUnknownSchemaID: a record whose schema id the registry does
+// not know (a second region's registry that has not read it yet) holds its partition:
+// the table stays unready and counts the attempts, and applies the record and what
+// follows once the registry has the id.
+func TestTableHoldsARecordOfAnUnknownSchemaID(t *testing.T) {
+	f := newFixture(t, 1, throttletest.Options{})
+	first := f.msg(0, rec("acme", 5, time.Hour))
+	next := binary.BigEndian.Uint32(first.Value[1:5]) + 1
+	ahead := f.msg(0, rec("initech", 9, time.Hour))
+	ahead.Value = append([]byte(nil), ahead.Value...)
+	binary.BigEndian.PutUint32(ahead.Value[1:5], next) // not registered yet
+	f.put(first, ahead, f.msg(0, rec("globex", 7, time.Hour)))
+	tb := f.start()
+	eventually(t, "schema-missing retries", func() bool { return tb.Stats().SchemaMissing >= 2 })
+	st := tb.Stats()
+	if tb.Ready() || st.Partitions[0].Waiting != 1 {
+		t.Fatalf("ready %v, partition waiting at %d: want unready and held at offset 1", tb.Ready(), st.Partitions[0].Waiting)
+	}
+	if n := st.Poison["unknown_schema"]; n != 0 {
+		t.Fatalf("got %d unknown_schema poison, want 0: the record was skipped", n)
+	}
+	// As a second region's registry gets the id its first region's registry gave.
+	f.s.Registry().SeedSchema("mirror-value", 1, int(next), sr.Schema{Schema: throttle.Schema(), Type: sr.TypeAvro})
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if err := tb.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantLimit(t, tb, "acme", 5)
+	wantLimit(t, tb, "initech", 9)
+	wantLimit(t, tb, "globex", 7)
 }
 
 func TestTableRegistryDownRetriesInsteadOfSkipping(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hamba/avro/v2"
@@ -40,10 +41,11 @@ var ErrReplay = errors.New("registry: cannot replay the stored schemas")
 type Option interface{ apply(*config) }
 
 type config struct {
-	brokers []string
-	kafka   []kgo.Opt
-	topic   string
-	timeout time.Duration
+	brokers  []string
+	kafka    []kgo.Opt
+	topic    string
+	timeout  time.Duration
+	readOnly bool
 }
 
 type optFunc func(*config)
@@ -74,13 +76,27 @@ func WithWriteTimeout(d time.Duration) Option {
 	return optFunc(func(c *config) { c.timeout = d })
 }
 
+// WithReadOnly makes a follower: it never writes to the topic of WithBrokers (which a
+// mirror such as MirrorMaker 2 fills from another region's registry), serves what it
+// has read there, keeps reading it, and refuses new registrations and level changes
+// (422, 42205, as Confluent's READONLY mode). A schema it already has is answered with
+// its id, as a lookup. Failing over: start it again without this option.
+func WithReadOnly() Option {
+	return optFunc(func(c *config) { c.readOnly = true })
+}
+
 // Server is a Schema Registry. Serve its Handler; Close it when done.
 type Server struct {
 	fake    *srfake.Registry
 	inner   http.Handler
 	store   *store // nil: in memory
 	handler http.Handler
-	compat  *avro.SchemaCompatibility
+	// readOnly: a follower of its topic (WithReadOnly); stop ends its reading.
+	readOnly  bool
+	stop      context.CancelFunc
+	followed  chan struct{} // closed when the follower's reading has ended
+	followErr atomic.Pointer[error]
+	compat    *avro.SchemaCompatibility
 
 	// wmu makes each write (check, register, store) one step: two registrations of one
 	// subject must not both pass the check against the same latest version.
@@ -101,15 +117,23 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 	if cfg.timeout <= 0 {
 		return nil, fmt.Errorf("registry: write timeout %s: want > 0", cfg.timeout)
 	}
+	if cfg.readOnly && len(cfg.brokers) == 0 {
+		return nil, errors.New("registry: WithReadOnly follows a topic: give WithBrokers too")
+	}
 	fake := srfake.NewRegistry()
-	s := &Server{fake: fake, inner: fake.Handler(), compat: avro.NewSchemaCompatibility()}
+	s := &Server{fake: fake, inner: fake.Handler(), compat: avro.NewSchemaCompatibility(), readOnly: cfg.readOnly}
 	if len(cfg.brokers) > 0 {
-		st, err := openStore(ctx, cfg.brokers, cfg.kafka, cfg.topic, cfg.timeout)
+		st, err := openStore(ctx, cfg.brokers, cfg.kafka, cfg.topic, cfg.timeout, !cfg.readOnly)
 		if err != nil {
 			return nil, err
 		}
 		r := replayer{s: s, seen: map[int]string{}}
-		if err := st.replay(ctx, r.apply); err != nil {
+		if cfg.readOnly {
+			err = s.follow(ctx, st, r)
+		} else {
+			err = st.replay(ctx, r.apply)
+		}
+		if err != nil {
 			st.close()
 			return nil, err
 		}
@@ -117,9 +141,9 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /subjects/{subject}/versions", s.handleRegister)
-	mux.HandleFunc("PUT /config", s.handlePutConfig)
-	mux.HandleFunc("PUT /config/{subject}", s.handlePutConfig)
-	mux.HandleFunc("DELETE /config/{subject}", s.handleDeleteConfig)
+	mux.HandleFunc("PUT /config", s.writable(s.handlePutConfig))
+	mux.HandleFunc("PUT /config/{subject}", s.writable(s.handlePutConfig))
+	mux.HandleFunc("DELETE /config/{subject}", s.writable(s.handleDeleteConfig))
 	mux.HandleFunc("POST /compatibility/subjects/{subject}/versions", s.handleCompatibility)
 	mux.HandleFunc("POST /compatibility/subjects/{subject}/versions/{version}", s.handleCompatibility)
 	// What the store cannot keep is refused rather than forgotten at the next restart.
@@ -147,6 +171,10 @@ func (s *Server) Persistent() bool { return s.store != nil }
 
 // Close releases the connection to the broker.
 func (s *Server) Close() {
+	if s.stop != nil {
+		s.stop()
+		<-s.followed
+	}
 	if s.store != nil {
 		s.store.close()
 	}
@@ -179,6 +207,22 @@ func (s *Server) unsupported(what string) http.HandlerFunc {
 		writeError(w, http.StatusUnprocessableEntity, codeNotPermitted,
 			"the embedded registry does not support %s: it could not keep them across a restart", what)
 	}
+}
+
+// writable refuses h's writes on a read-only registry.
+func (s *Server) writable(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		if s.readOnly {
+			s.refuseWrite(w)
+			return
+		}
+		h(w, req)
+	}
+}
+
+func (s *Server) refuseWrite(w http.ResponseWriter) {
+	writeError(w, http.StatusUnprocessableEntity, codeNotPermitted,
+		"this registry is read-only: it follows the schemas another registry writes (start it without read-only to fail over)")
 }
 
 // handleContexts serves reads under /contexts/ and refuses writes: contexts would
@@ -269,6 +313,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, req *http.Request) {
 	// does: registering is idempotent.
 	if id, _, ok := s.lookup(subject, body); ok {
 		writeJSON(w, http.StatusOK, map[string]int{"id": id})
+		return
+	}
+	if s.readOnly {
+		s.refuseWrite(w)
 		return
 	}
 	level := s.level(subject)

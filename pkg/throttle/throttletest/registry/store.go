@@ -75,7 +75,9 @@ type store struct {
 	cl      *kgo.Client   // the writer
 }
 
-func openStore(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, timeout time.Duration) (*store, error) {
+// openStore connects to the topic; create makes it when it is missing (a follower
+// waits for the mirror to make it instead).
+func openStore(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, timeout time.Duration, create bool) (*store, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.DefaultProduceTopic(topic),
@@ -93,6 +95,9 @@ func openStore(ctx context.Context, brokers []string, opts []kgo.Opt, topic stri
 		return nil, fmt.Errorf("registry store on %v: %w", brokers, err)
 	}
 	st := &store{brokers: brokers, opts: opts, topic: topic, timeout: timeout, cl: cl}
+	if !create {
+		return st, nil
+	}
 	if err := st.ensureTopic(ctx); err != nil {
 		cl.Close()
 		return nil, err

@@ -139,14 +139,15 @@ type tableCollector struct {
 }
 
 var (
-	descReady  = prometheus.NewDesc("sluice_ingestion_table_ready", "1 once the throttle table has caught up with the topic.", nil, nil)
-	descFresh  = prometheus.NewDesc("sluice_ingestion_table_fresh", "1 while the broker answers the table's reader; 0 means serving the last known throttles.", nil, nil)
-	descActive = prometheus.NewDesc("sluice_ingestion_active_throttles", "Active throttles in this replica's table.", nil, nil)
-	descLag    = prometheus.NewDesc("sluice_ingestion_table_lag_records", "Offsets between the table's position and the high watermark, per partition.", []string{"partition"}, nil)
-	descPoison = prometheus.NewDesc("sluice_ingestion_poison_records_total", "Throttle records skipped because they can never be decoded, by reason.", []string{"reason"}, nil)
-	descWait   = prometheus.NewDesc("sluice_ingestion_table_waiting_offset", "Offset of the record a partition is held at because its schema cannot be fetched yet (registry away); absent while nothing waits.", []string{"partition"}, nil)
-	descSkip   = prometheus.NewDesc("sluice_ingestion_table_skipped_offsets_total", "Offsets retention or DeleteRecords removed below the log start before the table read them, per partition.", []string{"partition"}, nil)
-	tableDescs = []*prometheus.Desc{descReady, descFresh, descActive, descLag, descPoison, descWait, descSkip}
+	descReady   = prometheus.NewDesc("sluice_ingestion_table_ready", "1 once the throttle table has caught up with the topic.", nil, nil)
+	descFresh   = prometheus.NewDesc("sluice_ingestion_table_fresh", "1 while the broker answers the table's reader; 0 means serving the last known throttles.", nil, nil)
+	descActive  = prometheus.NewDesc("sluice_ingestion_active_throttles", "Active throttles in this replica's table.", nil, nil)
+	descLag     = prometheus.NewDesc("sluice_ingestion_table_lag_records", "Offsets between the table's position and the high watermark, per partition.", []string{"partition"}, nil)
+	descPoison  = prometheus.NewDesc("sluice_ingestion_poison_records_total", "Throttle records skipped because they can never be decoded, by reason.", []string{"reason"}, nil)
+	descWait    = prometheus.NewDesc("sluice_ingestion_table_waiting_offset", "Offset of the record a partition is held at because its schema cannot be fetched yet (registry away, or without the record's schema id); absent while nothing waits.", []string{"partition"}, nil)
+	descSkip    = prometheus.NewDesc("sluice_ingestion_table_skipped_offsets_total", "Offsets retention or DeleteRecords removed below the log start before the table read them, per partition.", []string{"partition"}, nil)
+	descMissing = prometheus.NewDesc("sluice_ingestion_schema_missing_total", "Attempts to decode a throttle record whose schema id the registry does not know (the record is held, not skipped).", nil, nil)
+	tableDescs  = []*prometheus.Desc{descReady, descFresh, descActive, descLag, descPoison, descWait, descSkip, descMissing}
 )
 
 func boolToFloat(b bool) float64 {
@@ -175,6 +176,7 @@ func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descWait, prometheus.GaugeValue, float64(p.Waiting), part)
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(descMissing, prometheus.CounterValue, float64(s.SchemaMissing))
 	for reason, n := range s.Poison {
 		ch <- prometheus.MustNewConstMetric(descPoison, prometheus.CounterValue, float64(n), reason)
 	}
