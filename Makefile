@@ -4,7 +4,7 @@
 MODULES := pkg/throttle pkg/throttle/throttletest services/platform services/ingestion services/processing services/throttlectl deploy deploy/local e2e
 GO ?= go
 
-.PHONY: all build test test-short bench bench-kafka fuzz vet check-modules run generate clean kafka test-kafka
+.PHONY: all build test test-short bench bench-kafka fuzz vet check-modules run generate clean kafka mirrormaker test-kafka
 
 all: build
 
@@ -61,14 +61,35 @@ endif
 	@# New jars void the class-data archives the tests made from the old ones.
 	@rm -rf $(KAFKA_LIBS) $(dir $(KAFKA_LIBS))classes-*.jsa && mv $(KAFKA_LIBS).tmp $(KAFKA_LIBS) && touch $@
 
+## mirrormaker: MirrorMaker 2's jars (MM2_VERSION, default 4.3.1: connect-mirror 4.4.0 is
+## not published) into .kafka/mirrormaker-<version>/libs, for the two-region tests. Copied
+## from MM2_JARS (default ../shared/kafka/mirrormaker-<version>/libs, checked against its
+## SHA256SUMS), else fetched from Maven Central with deploy/kafka/mirrormaker-pom.xml.
+MM2_VERSION ?= 4.3.1
+MM2_JARS ?= $(firstword $(wildcard $(CURDIR)/../shared/kafka/mirrormaker-$(MM2_VERSION)/libs))
+MM2_LIBS := $(CURDIR)/.kafka/mirrormaker-$(MM2_VERSION)/libs
+mirrormaker: $(MM2_LIBS)/.complete
+
+$(MM2_LIBS)/.complete: deploy/kafka/mirrormaker-pom.xml
+	@rm -rf $(MM2_LIBS).tmp
+ifneq ($(MM2_JARS),)
+	@test -f "$(MM2_JARS)/connect-mirror-$(MM2_VERSION).jar" || { echo "make mirrormaker: $(MM2_JARS) has no connect-mirror-$(MM2_VERSION).jar"; exit 1; }
+	@if [ -f "$(MM2_JARS)/../SHA256SUMS" ]; then (cd "$(MM2_JARS)" && sha256sum --quiet -c ../SHA256SUMS) || { echo "make mirrormaker: $(MM2_JARS) does not match its SHA256SUMS"; exit 1; }; fi
+	mkdir -p $(MM2_LIBS).tmp && cp "$(MM2_JARS)"/*.jar $(MM2_LIBS).tmp/
+else
+	@command -v mvn >/dev/null || { echo "make mirrormaker needs Maven, or MM2_JARS=<a folder of MirrorMaker 2's jars>"; exit 1; }
+	mvn -q -B -f deploy/kafka/mirrormaker-pom.xml dependency:copy-dependencies -Dmm2.version=$(MM2_VERSION) -DoutputDirectory=$(MM2_LIBS).tmp
+endif
+	@rm -rf $(MM2_LIBS) && mv $(MM2_LIBS).tmp $(MM2_LIBS) && touch $@
+
 ## test-kafka: the integration tests of pkg/throttle, its test support, throttlectl and both
 ## services on a real KRaft cluster of 3 nodes (SLUICE_TEST_KAFKA=real), one cluster per
 ## test package; -p 1 so that only one cluster runs at a time. Every module runs, and
 ## the target fails if any failed.
 KAFKA_TEST_MODULES := pkg/throttle pkg/throttle/throttletest services/ingestion services/processing services/throttlectl
-test-kafka: kafka
+test-kafka: kafka mirrormaker
 	@status=0; for m in $(KAFKA_TEST_MODULES); do echo "== $$m on Apache Kafka $(KAFKA_VERSION)"; \
-		(cd $$m && SLUICE_TEST_KAFKA=real SLUICE_KAFKA_LIBS=$(KAFKA_LIBS) $(GO) test -race -count=1 -p 1 -timeout 40m ./...) || status=1; \
+		(cd $$m && SLUICE_TEST_KAFKA=real SLUICE_KAFKA_LIBS=$(KAFKA_LIBS) SLUICE_MM2_LIBS=$(MM2_LIBS) $(GO) test -race -count=1 -p 1 -timeout 40m ./...) || status=1; \
 	done; exit $$status
 
 ## bench: the benchmarks whose figures the issues ask for.

@@ -86,6 +86,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	iport1 := fs.Int("ingestion-port", ingestionPort1, "the first ingestion replica's port")
 	iport2 := fs.Int("ingestion-port-2", ingestionPort2, "the second ingestion replica's port")
 	kafkaAddr := fs.String("kafka", "", "the brokers -mode registry keeps its schemas in (host:port[,host:port...]; required with -mode registry)")
+	readOnly := fs.Bool("read-only", false, "with -mode registry: follow the schemas topic that a mirror (MirrorMaker 2) fills from another region's registry, and refuse new schemas (a second region's registry; restart without it to fail over)")
 	compactEvery := fs.Duration("compact-every", time.Minute, "how often the broker compacts compacted topics (kfake's log.cleaner.backoff.ms), as a real broker's cleaner would from time to time")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -106,8 +107,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *demo && *mode != modeAll {
 		return fmt.Errorf("-demo needs -mode all: it sends events to the services")
 	}
-	if (*kafkaAddr != "") != (*mode == modeRegistry) {
-		return fmt.Errorf("-kafka goes with -mode registry, and only there: it names the broker the registry keeps its schemas in (other modes keep them in their own broker)")
+	switch {
+	case *mode == modeRegistry && *kafkaAddr == "":
+		return fmt.Errorf("-mode registry needs -kafka host:port[,host:port...]: the brokers it keeps its schemas in (it runs no broker of its own)")
+	case *mode != modeRegistry && *kafkaAddr != "":
+		return fmt.Errorf("-kafka goes only with -mode registry: -mode %s runs its own broker and keeps the schemas there", *mode)
+	case *readOnly && *mode != modeRegistry:
+		return fmt.Errorf("-read-only goes only with -mode registry: it makes a registry that follows another region's schemas")
 	}
 	if *compactEvery <= 0 {
 		return fmt.Errorf("-compact-every %s: want > 0", *compactEvery)
@@ -122,7 +128,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	if *mode == modeRegistry {
-		return runRegistry(ctx, out, net.JoinHostPort(*host, strconv.Itoa(*rport)), dialHost, *kafkaAddr)
+		return runRegistry(ctx, out, net.JoinHostPort(*host, strconv.Itoa(*rport)), dialHost, *kafkaAddr, *readOnly)
 	}
 	opts := throttletest.Options{
 		DataDir: filepath.Join(*dataDir, "kafka"), KafkaPort: *kport, RegistryPort: *rport,
@@ -305,8 +311,8 @@ func (p proc) run(ctx context.Context, out io.Writer) error {
 
 // runRegistry serves a Schema Registry on addr until ctx ends, keeping its schemas in
 // the broker at kafkaAddr. dialHost is how this process reaches it.
-func runRegistry(ctx context.Context, out io.Writer, addr, dialHost, kafkaAddr string) error {
-	reg, err := openRegistry(ctx, out, kafkaAddr)
+func runRegistry(ctx context.Context, out io.Writer, addr, dialHost, kafkaAddr string, readOnly bool) error {
+	reg, err := openRegistry(ctx, out, kafkaAddr, readOnly)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the broker
@@ -350,11 +356,15 @@ func runRegistry(ctx context.Context, out io.Writer, addr, dialHost, kafkaAddr s
 // openRegistry replays the registry's topic, retrying until the broker answers: in a
 // container the registry may start before its broker. It does not listen before then,
 // so nothing is served from a registry that has not read its schemas yet.
-func openRegistry(ctx context.Context, out io.Writer, kafkaAddr string) (*registry.Server, error) {
+func openRegistry(ctx context.Context, out io.Writer, kafkaAddr string, readOnly bool) (*registry.Server, error) {
+	opts := []registry.Option{registry.WithBrokers(strings.Split(kafkaAddr, ",")...)}
+	if readOnly {
+		opts = append(opts, registry.WithReadOnly())
+	}
 	var last time.Time
 	for {
 		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		reg, err := registry.New(actx, registry.WithBrokers(strings.Split(kafkaAddr, ",")...))
+		reg, err := registry.New(actx, opts...)
 		cancel()
 		if err == nil {
 			return reg, nil

@@ -35,8 +35,9 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"demo without services", []string{"-mode", "infra", "-demo"}, "-demo needs -mode all"},
 		{"every interface, no advertised host", []string{"-mode", "broker", "-host", "0.0.0.0"}, "needs -advertised-host"},
 		{"no compaction interval", []string{"-compact-every", "0s"}, "-compact-every"},
-		{"registry without a broker", []string{"-mode", "registry"}, "-kafka"},
-		{"broker for another mode", []string{"-mode", "infra", "-kafka", "127.0.0.1:9092"}, "-kafka"},
+		{"registry without a broker", []string{"-mode", "registry"}, "-mode registry needs -kafka host:port"},
+		{"broker for another mode", []string{"-mode", "infra", "-kafka", "127.0.0.1:9092"}, "-kafka goes only with -mode registry: -mode infra runs its own broker"},
+		{"read-only for another mode", []string{"-mode", "infra", "-read-only"}, "-read-only goes only with -mode registry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := run(context.Background(), tc.args, io.Discard)

@@ -264,6 +264,12 @@ func (c *Cluster) jvmArgs(heapMB int, shared bool) []string {
 
 // spawn starts node n's JVM. The caller holds no lock on n.
 func (c *Cluster) spawn(n *node) error {
+	return spawnJVM(n, "node "+strconv.Itoa(n.id), c.java, append(c.jvmArgs(c.cfg.HeapMB, true), "kafka.Kafka", n.propsFile()))
+}
+
+// spawnJVM starts java with args as process n (a node, or MirrorMaker), logging to
+// n.dir/server.log, unless n runs already. The caller holds no lock on n.
+func spawnJVM(n *node, name, java string, args []string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.done != nil {
@@ -275,16 +281,16 @@ func (c *Cluster) spawn(n *node) error {
 	}
 	log, err := os.OpenFile(filepath.Join(n.dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("node %d log: %w", n.id, err)
+		return fmt.Errorf("%s log: %w", name, err)
 	}
 	defer log.Close() // the child has its own descriptor
-	fmt.Fprintf(log, "---- %s: starting node %d\n", time.Now().Format(time.RFC3339Nano), n.id)
-	cmd := exec.Command(c.java, append(c.jvmArgs(c.cfg.HeapMB, true), "kafka.Kafka", n.propsFile())...)
+	fmt.Fprintf(log, "---- %s: starting %s\n", time.Now().Format(time.RFC3339Nano), name)
+	cmd := exec.Command(java, args...)
 	cmd.Dir = n.dir
 	// A file, not a pipe: exec then starts no copying goroutine.
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := start(cmd); err != nil {
-		return fmt.Errorf("start kafka node %d: %w", n.id, err)
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	done := make(chan struct{})
 	n.cmd, n.done = cmd, done

@@ -1,0 +1,509 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
+)
+
+// The two-region tests: region A publishes throttles, MirrorMaker 2 (run with the
+// repository's deploy/mirrormaker/mm2.properties) copies the throttle topic and _schemas
+// to region B, and B's tables enforce them. Each region is a real one-node cluster with
+// its own registry; B's follows the mirrored _schemas read-only.
+
+const mirrorTopic = throttle.DefaultTopic
+
+// region is one region: its cluster, its registry (served over HTTP) and a codec.
+type region struct {
+	name    string
+	cluster *kafkacluster.Cluster
+	kc      cluster.Config
+	url     string
+	reg     *registry.Server
+	srv     *httptest.Server
+}
+
+func startRegion(t *testing.T, name string, readOnly bool) *region {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	c, err := kafkacluster.Start(ctx, kafkacluster.Config{Nodes: 1, HeapMB: 256, BrokerConfigs: map[string]string{
+		// The cleaner runs within seconds, so that B's log is compacted over
+		// MirrorMaker's batches before a replica rebuilds from it.
+		"log.cleaner.backoff.ms":          "300",
+		"log.cleaner.min.cleanable.ratio": "0.01",
+	}})
+	if err != nil {
+		t.Fatalf("region %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	r := &region{name: name, cluster: c, kc: cluster.Config{Brokers: c.Brokers()}}
+	opts := []registry.Option{registry.WithBrokers(c.Brokers()...)}
+	if readOnly {
+		opts = append(opts, registry.WithReadOnly())
+	}
+	if r.reg, err = registry.New(ctx, opts...); err != nil {
+		t.Fatalf("region %s registry: %v", name, err)
+	}
+	r.srv = httptest.NewServer(r.reg.Handler())
+	r.url = r.srv.URL
+	t.Cleanup(func() { r.srv.Close(); r.reg.Close() })
+	return r
+}
+
+func (r *region) codec(t *testing.T) *throttle.Codec {
+	t.Helper()
+	c, err := throttle.NewCodec(throttle.RegistryConfig{URL: r.url, Timeout: 2 * time.Second}, mirrorTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// mirrorProperties is the shipped mm2.properties with the test's clusters: bootstrap
+// servers, replication factors of one, and intervals short enough for a test.
+func mirrorProperties(t *testing.T, a, b *region) string {
+	t.Helper()
+	f, err := os.Open("../../deploy/mirrormaker/mm2.properties")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	over := map[string]string{
+		"a.bootstrap.servers": strings.Join(a.cluster.Brokers(), ","),
+		"b.bootstrap.servers": strings.Join(b.cluster.Brokers(), ","),
+		// Connect commits MirrorMaker's source offsets this often: a crash copies again
+		// what it copied since the last commit.
+		"offset.flush.interval.ms":            "1000",
+		"refresh.topics.interval.seconds":     "2",
+		"sync.topic.configs.interval.seconds": "2",
+	}
+	var out []string
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		k, _, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(k)
+		switch {
+		case !ok || strings.HasPrefix(strings.TrimSpace(line), "#"):
+			out = append(out, line)
+		case strings.HasSuffix(k, "replication.factor"):
+			out = append(out, k+" = 1")
+		case over[k] != "":
+			out = append(out, k+" = "+over[k])
+			seen[k] = true
+		default:
+			out = append(out, line)
+		}
+	}
+	for k, v := range over {
+		if !seen[k] {
+			out = append(out, k+" = "+v)
+		}
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+// waitTopic waits until the topic exists on r with partitions partitions.
+func waitTopic(t *testing.T, r *region, topic string, partitions int) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		conn, err := kafka.Dial("tcp", r.cluster.Brokers()[0])
+		if err == nil {
+			parts, err := conn.ReadPartitions(topic)
+			_ = conn.Close()
+			if err == nil && len(parts) == partitions {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("region %s: topic %s with %d partitions never appeared", r.name, topic, partitions)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// replica is a running table of one region, with what its observer saw.
+type replica struct {
+	table *throttle.Table
+	mu    sync.Mutex
+	setAt map[string]time.Time // throttle id -> when this table first applied it
+	dups  int                  // records applied again: a set of a seen id, a lift of nothing
+}
+
+func startReplica(t *testing.T, r *region, codec *throttle.Codec) *replica {
+	t.Helper()
+	rp := &replica{setAt: map[string]time.Time{}}
+	tb, err := throttle.NewTable(r.kc, mirrorTopic, codec, throttle.WithObserver(func(c throttle.Change) {
+		rp.mu.Lock()
+		defer rp.mu.Unlock()
+		switch {
+		case c.Kind == throttle.ChangeSet:
+			if _, ok := rp.setAt[c.Record.ID]; ok {
+				rp.dups++
+			} else {
+				rp.setAt[c.Record.ID] = time.Now()
+			}
+		case c.Kind == throttle.ChangeLifted && c.Record.ID == "":
+			rp.dups++
+		}
+	}), throttle.WithRead(follow.WithPollInterval(50*time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp.table = tb
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = tb.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return rp
+}
+
+func (rp *replica) appliedAt(id string) (time.Time, bool) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	at, ok := rp.setAt[id]
+	return at, ok
+}
+
+// model is what region A acknowledged: each customer's active throttle.
+type model struct {
+	mu     sync.Mutex
+	active map[string]throttle.Record
+	acked  map[string]time.Time // throttle id -> when A acknowledged it
+}
+
+func (m *model) equal(tb *throttle.Table) (bool, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	want := map[string]string{}
+	for c, r := range m.active {
+		if r.ExpiresAt.After(now.Add(time.Second)) { // leave out what is about to expire
+			want[c] = r.ID
+		}
+	}
+	got := map[string]string{}
+	for _, r := range tb.Active() {
+		if r.ExpiresAt.After(now.Add(time.Second)) {
+			got[r.Customer] = r.ID
+		}
+	}
+	for c, id := range want {
+		if got[c] != id {
+			return false, fmt.Sprintf("customer %s: table has %q, A acknowledged %q (%d vs %d throttles)", c, got[c], id, len(got), len(want))
+		}
+	}
+	for c, id := range got {
+		if want[c] != id {
+			return false, fmt.Sprintf("customer %s: table has %q, which A no longer holds", c, id)
+		}
+	}
+	return true, ""
+}
+
+// churn sets, renews, lifts and expires throttles in region A until ctx ends. Expired
+// throttles get their expiry tombstone, as processing's sweeper writes it.
+func churn(ctx context.Context, t *testing.T, pub *throttle.Publisher, m *model, customers int, every time.Duration) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	var n atomic.Int64
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c := fmt.Sprintf("mirror-customer-%03d", rng.IntN(customers))
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		m.mu.Lock()
+		cur, held := m.active[c]
+		m.mu.Unlock()
+		switch op := rng.IntN(10); {
+		case held && !cur.ExpiresAt.After(now):
+			if err := pub.Expire(ctx, cur); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("expire %s: %v", c, err)
+				}
+				return
+			}
+			m.mu.Lock()
+			delete(m.active, c)
+			m.mu.Unlock()
+		case held && op < 2:
+			if err := pub.Lift(ctx, c); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("lift %s: %v", c, err)
+				}
+				return
+			}
+			m.mu.Lock()
+			delete(m.active, c)
+			m.mu.Unlock()
+		default: // set or renew; a few expire within seconds
+			ttl := 10 * time.Minute
+			if op == 9 {
+				ttl = 2 * time.Second
+			}
+			r := throttle.Record{ID: fmt.Sprintf("m-%d-%d", now.UnixNano(), n.Add(1)), Customer: c, Limit: int64(1 + rng.IntN(100)),
+				Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(ttl), Reason: throttle.Reason{Kind: throttle.ReasonManual, Note: "two regions"}, SetBy: "region-a"}
+			if err := pub.Set(ctx, r); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("set %s: %v", c, err)
+				}
+				return
+			}
+			m.mu.Lock()
+			m.active[c] = r
+			m.acked[r.ID] = time.Now()
+			m.mu.Unlock()
+		}
+	}
+}
+
+func eventuallyEqual(t *testing.T, what string, m *model, tb *throttle.Table, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var why string
+	for time.Since(start) < within {
+		var ok bool
+		if ok, why = m.equal(tb); ok && tb.Ready() {
+			return time.Since(start)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not equal to what A acknowledged after %s: %s", what, within, why)
+	return 0
+}
+
+func percentiles(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	slices.Sort(ds)
+	q := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
+	return fmt.Sprintf("p50 %s, p99 %s, max %s (%d)", q(0.5).Round(time.Millisecond), q(0.99).Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond), len(ds))
+}
+
+// TestMirrorSecondRegion: throttles set, renewed, lifted and expired in region A are
+// enforced and lifted in region B through MirrorMaker 2; a MirrorMaker killed with
+// SIGKILL during churn and started again leaves B equal to A (duplicates counted, none
+// harmful); and a replica of B rebuilt from offset zero, after B's cleaner has run over
+// MirrorMaker's batches, equals a live one.
+func TestMirrorSecondRegion(t *testing.T) {
+	throttletest.RequireReal(t, "MirrorMaker 2 between two real clusters")
+	ctx := t.Context()
+	a := startRegion(t, "a", false)
+	b := startRegion(t, "b", true)
+	spec := throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1,
+		SegmentMs: time.Second, MinCompactionLag: time.Millisecond, DeleteRetention: time.Hour}
+	if _, err := throttle.EnsureTopic(ctx, a.kc, spec); err != nil {
+		t.Fatal(err)
+	}
+	codecA := a.codec(t)
+	if _, err := codecA.Register(); err != nil {
+		t.Fatal(err)
+	}
+	mm, err := kafkacluster.StartMirrorMaker(kafkacluster.MirrorConfig{Properties: mirrorProperties(t, a, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if log, err := os.ReadFile(mm.LogFile()); err == nil {
+				t.Logf("mirrormaker log (tail):\n%s", tail(string(log), 4000))
+			}
+		}
+		_ = mm.Close()
+	})
+	waitTopic(t, b, mirrorTopic, spec.Partitions)
+
+	pub, err := throttle.NewPublisher(a.kc, mirrorTopic, codecA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	liveA := startReplica(t, a, codecA)
+	liveB := startReplica(t, b, b.codec(t))
+	raw := startReplica(t, b, b.codec(t)) // the copy's arrival in B's log, decoded
+	m := &model{active: map[string]throttle.Record{}, acked: map[string]time.Time{}}
+
+	// Phase 1: churn, and how long A's acknowledgement takes to be enforced in B.
+	cctx, stop := context.WithTimeout(ctx, 15*time.Second)
+	churn(cctx, t, pub, m, 40, 40*time.Millisecond)
+	stop()
+	took := eventuallyEqual(t, "B after churn", m, liveB.table, time.Minute)
+	eventuallyEqual(t, "A after churn", m, liveA.table, 10*time.Second)
+	var enforce, copyLat []time.Duration
+	m.mu.Lock()
+	for id, acked := range m.acked {
+		if at, ok := liveB.appliedAt(id); ok {
+			enforce = append(enforce, at.Sub(acked))
+		}
+		if at, ok := raw.appliedAt(id); ok {
+			copyLat = append(copyLat, at.Sub(acked))
+		}
+	}
+	sets := len(m.acked)
+	m.mu.Unlock()
+	t.Logf("phase 1: %d throttles set in A; B equal to A %s after the churn stopped", sets, took.Round(time.Millisecond))
+	t.Logf("A acknowledged -> enforced in B: %s", percentiles(enforce))
+	t.Logf("A acknowledged -> in B's log (second table on B): %s", percentiles(copyLat))
+
+	// Phase 2: MirrorMaker killed during churn, started again.
+	cctx, stop = context.WithTimeout(ctx, 12*time.Second)
+	var wg sync.WaitGroup
+	wg.Go(func() { churn(cctx, t, pub, m, 40, 40*time.Millisecond) })
+	time.Sleep(4 * time.Second)
+	mm.Kill()
+	killed := time.Now()
+	time.Sleep(3 * time.Second)
+	if err := mm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	stop()
+	took = eventuallyEqual(t, "B after MirrorMaker's kill", m, liveB.table, 2*time.Minute)
+	liveB.mu.Lock()
+	dups := liveB.dups
+	liveB.mu.Unlock()
+	t.Logf("phase 2: MirrorMaker killed (SIGKILL) and started 3s later; B equal to A %s after the churn stopped (%s after the kill); %d records applied again in B (copied twice), 0 lost",
+		took.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), dups)
+
+	// Phase 3: B's cleaner runs over MirrorMaker's batches; a replica rebuilt from zero
+	// equals the live one.
+	time.Sleep(4 * time.Second) // segments roll (segment.ms 1s) and the cleaner (300ms backoff) runs
+	rebuilt := startReplica(t, b, b.codec(t))
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := rebuilt.table.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := m.equal(rebuilt.table); !ok {
+		t.Fatalf("replica of B rebuilt after compaction: %s", why)
+	}
+	live, fresh := liveB.table.Active(), rebuilt.table.Active()
+	if !slices.EqualFunc(live, fresh, func(x, y throttle.Record) bool { return x.Customer == y.Customer && x.ID == y.ID }) {
+		t.Fatalf("rebuilt replica holds %d throttles, live one %d: they differ", len(fresh), len(live))
+	}
+	st := rebuilt.table.Stats()
+	var poison int64
+	for _, n := range st.Poison {
+		poison += n
+	}
+	if poison != 0 || st.SchemaMissing != 0 {
+		t.Fatalf("rebuilt replica: poison %v, schema missing %d", st.Poison, st.SchemaMissing)
+	}
+	t.Logf("phase 3: replica rebuilt from B's log read %d records (the live one applied %d) and holds the same %d throttles",
+		st.Applied, liveB.table.Stats().Applied, len(fresh))
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
+
+// TestMirrorRegistryWithoutTheSourceIDs: a region-B replica whose registry does not
+// know region A's schema ids (it does not follow the mirrored _schemas) enforces
+// nothing and says so: it stays unready, holding each partition at its first record
+// and counting the attempts, and skips nothing. Pointed at a registry that follows the
+// mirrored _schemas, the same replica catches up and equals A.
+func TestMirrorRegistryWithoutTheSourceIDs(t *testing.T) {
+	throttletest.RequireReal(t, "MirrorMaker 2 between two real clusters")
+	ctx := t.Context()
+	a := startRegion(t, "a", false)
+	b := startRegion(t, "b", true)
+	if _, err := throttle.EnsureTopic(ctx, a.kc, throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	codecA := a.codec(t)
+	// A registry of B's own that never saw A's schemas: the ids A's records carry mean
+	// nothing there.
+	lonely, err := registry.New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lonely.Close()
+	// One URL for B's replica, whose registry the test swaps.
+	var handler atomic.Pointer[http.Handler]
+	h := lonely.Handler()
+	handler.Store(&h)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
+	defer srv.Close()
+
+	pub, err := throttle.NewPublisher(a.kc, mirrorTopic, codecA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	m := &model{active: map[string]throttle.Record{}, acked: map[string]time.Time{}}
+	cctx, stop := context.WithTimeout(ctx, 2*time.Second)
+	churn(cctx, t, pub, m, 20, 20*time.Millisecond)
+	stop()
+
+	mm, err := kafkacluster.StartMirrorMaker(kafkacluster.MirrorConfig{Properties: mirrorProperties(t, a, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mm.Close()
+	waitTopic(t, b, mirrorTopic, 3)
+	codecB, err := throttle.NewCodec(throttle.RegistryConfig{URL: srv.URL, Timeout: 2 * time.Second}, mirrorTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := startReplica(t, b, codecB)
+	deadline := time.Now().Add(time.Minute)
+	for rb.table.Stats().SchemaMissing < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("replica never met an unknown schema id: %+v", rb.table.Stats())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // it keeps holding
+	st := rb.table.Stats()
+	held := 0
+	for _, p := range st.Partitions {
+		if p.Waiting >= 0 {
+			held++
+		}
+	}
+	var poison int64
+	for _, n := range st.Poison {
+		poison += n
+	}
+	if rb.table.Ready() || held == 0 || poison != 0 || len(rb.table.Active()) != 0 {
+		t.Fatalf("with a registry lacking A's ids: ready %v, %d partitions held, poison %v, %d throttles: want unready, held, nothing skipped",
+			rb.table.Ready(), held, st.Poison, len(rb.table.Active()))
+	}
+	t.Logf("registry without A's ids: replica unready, %d of %d partitions held, %d attempts counted, 0 skipped", held, len(st.Partitions), st.SchemaMissing)
+
+	// B's registry as it should run: following the mirrored _schemas.
+	h = b.reg.Handler()
+	handler.Store(&h)
+	took := eventuallyEqual(t, "B with the following registry", m, rb.table, time.Minute)
+	t.Logf("registry following the mirrored _schemas: replica ready and equal to A %s after the switch", took.Round(time.Millisecond))
+}
