@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,9 @@ func endOffset(ctx context.Context, st *store) (int64, error) {
 	t.Partitions = append(t.Partitions, p)
 	req.Topics = append(req.Topics, t)
 	resp, err := req.RequestWith(ctx, st.cl)
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return 0, nil // not there yet: the mirror creates it
+	}
 	if err != nil {
 		return 0, fmt.Errorf("end offset of %s: %w", st.topic, err)
 	}
