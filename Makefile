@@ -118,6 +118,7 @@ FUZZ_TARGETS := \
 	pkg/throttle:./internal/fetch:FuzzBatchRecords \
 	services/platform:./event:FuzzDecode \
 	services/platform:./event:FuzzAppendMatchesEncodingJSON \
+	services/platform:./mirror:FuzzDecode \
 	services/ingestion:./internal/server:FuzzParseEvents \
 	services/ingestion:./internal/server:FuzzParseEventsAgainstEncodingJSON \
 	services/ingestion:./internal/limit:FuzzLimiterMatchesExactGCRA

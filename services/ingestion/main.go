@@ -32,6 +32,7 @@ import (
 	"github.com/sluice-dev/sluice/services/ingestion/internal/server"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
 	"github.com/sluice-dev/sluice/services/platform/event"
+	"github.com/sluice-dev/sluice/services/platform/mirror"
 )
 
 func main() {
@@ -152,6 +153,15 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 		_ = out.Run(bg)
 	})
 	wg.Go(func() { forgetFullBuckets(bg, limiter) })
+	if cfg.MirrorHeartbeatTopic != "" {
+		ages := mirror.NewAges(log.Named("mirror"))
+		hb, err := follow.New(kc, cfg.MirrorHeartbeatTopic, ages.Apply, follow.WithLogger(log.Named("mirror")))
+		if err != nil {
+			return err
+		}
+		m.WatchMirror(ages.Age)
+		wg.Go(func() { _ = hb.Run(bg) })
+	}
 
 	hs := &http.Server{
 		Handler:           srv.Handler(),

@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
 	"github.com/sluice-dev/sluice/services/platform/envconfig"
 	"github.com/sluice-dev/sluice/services/platform/event"
+	"github.com/sluice-dev/sluice/services/platform/mirror"
 )
 
 const throttleTopic = "sluice.throttles"
@@ -510,4 +511,41 @@ func httptestServer(t *testing.T, status int) string {
 	t.Cleanup(func() { _ = srv.Close() })
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return ":" + port
+}
+
+// TestServiceReportsTheMirrorsLag: with MIRROR_HEARTBEAT_TOPIC set, a replica reports the
+// age of the newest heartbeat of each region it reads there, and the age grows while no
+// new heartbeat arrives (the mirror, or the first region, is away).
+func TestServiceReportsTheMirrorsLag(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	s.CreateTopic(t, throttleTopic, 3)
+	const topic = "sluice.mirror.heartbeats"
+	s.CreateTopic(t, topic, 1)
+	cfg := testConfig(t, s, "mirror-1")
+	cfg.MirrorHeartbeatTopic = topic
+	svc := startService(t, cfg)
+	svc.waitReady(t)
+	beat := time.Now().Add(-2 * time.Second) // a heartbeat the mirror copied 2s late
+	s.MustProduce(t, topic, kafka.Message{Key: []byte("region-a"), Value: mirror.Encode(beat)})
+	age := func() float64 {
+		for line := range strings.Lines(svc.do(t, http.MethodGet, "/metrics", "").body) {
+			if v, ok := strings.CutPrefix(line, `sluice_ingestion_mirror_heartbeat_age_seconds{region="region-a"} `); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f
+			}
+		}
+		return -1
+	}
+	eventually(t, 10*time.Second, "the heartbeat's age in /metrics", func() bool { return age() >= 0 })
+	first := age()
+	if first < 2 || first > 10 {
+		t.Fatalf("age %.3fs, want about 2s", first)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if later := age(); later < first+0.4 {
+		t.Fatalf("age went from %.3fs to %.3fs in 500ms without a heartbeat, want it to grow", first, later)
+	}
 }

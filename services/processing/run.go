@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
 	"github.com/sluice-dev/sluice/services/platform/event"
+	"github.com/sluice-dev/sluice/services/platform/mirror"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
 	"github.com/sluice-dev/sluice/services/processing/internal/autothrottle"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
@@ -130,6 +131,17 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 		bg.Go(name, func() error { return f(bgCtx) })
 	}
 	bg.Go("autothrottle ticker", func() error { return ctrl.Run(bgCtx, time.Second) })
+	if cfg.MirrorHeartbeatTopic != "" {
+		hw, err := cluster.NewWriter(kc, cfg.MirrorHeartbeatTopic)
+		if err != nil {
+			return err
+		}
+		defer cluster.CloseWriter(hw)
+		bg.Go("mirror heartbeat", func() error {
+			mirror.Beat(bgCtx, hw, cfg.Region, time.Second, log.Named("mirror"))
+			return nil
+		})
+	}
 	bg.Go("admin server", func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -187,6 +199,9 @@ func ensureTopics(ctx context.Context, kc cluster.Config, cfg config.Config, log
 	var topics []kafka.TopicConfig
 	for _, name := range []string{cfg.EventsTopic, cfg.ProcessedTopic, cfg.DLQTopic} {
 		topics = append(topics, event.TopicConfig(name, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
+	}
+	if cfg.MirrorHeartbeatTopic != "" {
+		topics = append(topics, mirror.TopicConfig(cfg.MirrorHeartbeatTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 	}
 	created, err := cluster.CreateTopics(ctx, kc, topics...)
 	if err != nil {

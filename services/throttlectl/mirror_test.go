@@ -16,13 +16,16 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/expiry"
 	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
+	"github.com/sluice-dev/sluice/services/platform/mirror"
 )
 
 // The two-region tests: region A publishes throttles, MirrorMaker 2 (run with the
@@ -40,6 +43,7 @@ type region struct {
 	url     string
 	reg     *registry.Server
 	srv     *httptest.Server
+	handler atomic.Pointer[http.Handler] // the registry srv serves; swapped on failover
 }
 
 func startRegion(t *testing.T, name string, readOnly bool) *region {
@@ -57,17 +61,33 @@ func startRegion(t *testing.T, name string, readOnly bool) *region {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	r := &region{name: name, cluster: c, kc: cluster.Config{Brokers: c.Brokers()}}
-	opts := []registry.Option{registry.WithBrokers(c.Brokers()...)}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { (*r.handler.Load()).ServeHTTP(w, req) }))
+	r.url = r.srv.URL
+	r.serveRegistry(t, readOnly)
+	t.Cleanup(func() { r.srv.Close(); r.reg.Close() })
+	return r
+}
+
+// serveRegistry (re)starts the region's registry on its cluster, read-only or writable,
+// behind the same URL: what an operator does to B's registry on failover and failback.
+func (r *region) serveRegistry(t *testing.T, readOnly bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	opts := []registry.Option{registry.WithBrokers(r.cluster.Brokers()...)}
 	if readOnly {
 		opts = append(opts, registry.WithReadOnly())
 	}
-	if r.reg, err = registry.New(ctx, opts...); err != nil {
-		t.Fatalf("region %s registry: %v", name, err)
+	reg, err := registry.New(ctx, opts...)
+	if err != nil {
+		t.Fatalf("region %s registry: %v", r.name, err)
 	}
-	r.srv = httptest.NewServer(r.reg.Handler())
-	r.url = r.srv.URL
-	t.Cleanup(func() { r.srv.Close(); r.reg.Close() })
-	return r
+	h := reg.Handler()
+	r.handler.Store(&h)
+	if old := r.reg; old != nil {
+		old.Close()
+	}
+	r.reg = reg
 }
 
 func (r *region) codec(t *testing.T) *throttle.Codec {
@@ -236,6 +256,17 @@ type model struct {
 	mu     sync.Mutex
 	active map[string]throttle.Record
 	acked  map[string]time.Time // throttle id -> when A acknowledged it
+	last   map[string]lastOp    // customer -> the last write acknowledged for it
+}
+
+// lastOp is a customer's last acknowledged write: a throttle set, or the lift of one.
+type lastOp struct {
+	set, lifted string // the throttle id set, or lifted
+	at          time.Time
+}
+
+func newModel() *model {
+	return &model{active: map[string]throttle.Record{}, acked: map[string]time.Time{}, last: map[string]lastOp{}}
 }
 
 func (m *model) equal(tb *throttle.Table) (bool, string) {
@@ -272,6 +303,12 @@ func (m *model) equal(tb *throttle.Table) (bool, string) {
 // runs to its end even when ctx ends meanwhile, so that the model holds every write A
 // acknowledged and nothing else.
 func churn(ctx context.Context, t *testing.T, pub *throttle.Publisher, m *model, customers int, every time.Duration) {
+	churnUntil(ctx, t, pub, m, customers, every, false)
+}
+
+// churnUntil is churn; with tolerant, a write that fails (its region was lost) is not
+// acknowledged and not recorded, and the churn goes on until ctx ends.
+func churnUntil(ctx context.Context, t *testing.T, pub *throttle.Publisher, m *model, customers int, every time.Duration, tolerant bool) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	var n atomic.Int64
 	tick := time.NewTicker(every)
@@ -282,10 +319,14 @@ func churn(ctx context.Context, t *testing.T, pub *throttle.Publisher, m *model,
 			return
 		case <-tick.C:
 		}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		timeout := 30 * time.Second
+		if tolerant {
+			timeout = 2 * time.Second
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		err := churnOnce(wctx, pub, m, rng, fmt.Sprintf("mirror-customer-%03d", rng.IntN(customers)), &n)
 		cancel()
-		if err != nil {
+		if err != nil && !tolerant {
 			t.Error(err)
 			return
 		}
@@ -304,6 +345,7 @@ func churnOnce(ctx context.Context, pub *throttle.Publisher, m *model, rng *rand
 		}
 		m.mu.Lock()
 		delete(m.active, c)
+		m.last[c] = lastOp{lifted: cur.ID, at: time.Now()}
 		m.mu.Unlock()
 	case held && op < 2:
 		if err := pub.Lift(ctx, c); err != nil {
@@ -311,6 +353,7 @@ func churnOnce(ctx context.Context, pub *throttle.Publisher, m *model, rng *rand
 		}
 		m.mu.Lock()
 		delete(m.active, c)
+		m.last[c] = lastOp{lifted: cur.ID, at: time.Now()}
 		m.mu.Unlock()
 	default: // set or renew; a few expire within seconds
 		ttl := 10 * time.Minute
@@ -325,6 +368,7 @@ func churnOnce(ctx context.Context, pub *throttle.Publisher, m *model, rng *rand
 		m.mu.Lock()
 		m.active[c] = r
 		m.acked[r.ID] = time.Now()
+		m.last[c] = lastOp{set: r.ID, at: time.Now()}
 		m.mu.Unlock()
 	}
 	return nil
@@ -395,7 +439,7 @@ func TestMirrorSecondRegion(t *testing.T) {
 	liveA := startReplica(t, a, codecA)
 	liveB := startReplica(t, b, b.codec(t))
 	arrived := readArrivals(t, b, spec.Partitions)
-	m := &model{active: map[string]throttle.Record{}, acked: map[string]time.Time{}}
+	m := newModel()
 
 	// MirrorMaker has started copying once a first throttle reaches B.
 	warm := throttle.Record{ID: "warm-up", Customer: "warm-up", Limit: 1, Window: time.Minute, CreatedAt: time.Now().UTC().Truncate(time.Millisecond),
@@ -566,7 +610,7 @@ func TestMirrorRegistryWithoutTheSourceIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	m := &model{active: map[string]throttle.Record{}, acked: map[string]time.Time{}}
+	m := newModel()
 	cctx, stop := context.WithTimeout(ctx, 2*time.Second)
 	churn(cctx, t, pub, m, 20, 20*time.Millisecond)
 	stop()
@@ -613,4 +657,232 @@ func TestMirrorRegistryWithoutTheSourceIDs(t *testing.T) {
 	handler.Store(&h)
 	took := eventuallyEqual(t, "B with the following registry", m, rb.table, time.Minute)
 	t.Logf("registry following the mirrored _schemas: replica ready and equal to A %s after the switch", took.Round(time.Millisecond))
+}
+
+// TestMirrorFailoverAndFailback: region A dies while throttles churn. Of what A
+// acknowledged, everything MirrorMaker had copied is enforced in B, and what it had not
+// is counted. The operator's failover (deploy/OPERATIONS.md): B's registry becomes
+// writable and B's processing publishes (sets, lifts, sweeps expiries). A comes back
+// with its stale topic; failback is dump B, restore --exact into A, B's registry
+// read-only again, MirrorMaker A->B again. Afterwards both regions hold exactly B's
+// throttles, nothing lifted comes back, and a throttle set in A reaches B again.
+func TestMirrorFailoverAndFailback(t *testing.T) {
+	throttletest.RequireReal(t, "MirrorMaker 2 between two real clusters")
+	ctx := t.Context()
+	a := startRegion(t, "a", false)
+	b := startRegion(t, "b", true)
+	if _, err := throttle.EnsureTopic(ctx, a.kc, throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	codecA := a.codec(t)
+	mm, err := kafkacluster.StartMirrorMaker(kafkacluster.MirrorConfig{Properties: mirrorProperties(t, a, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mm.Close()
+	waitTopic(t, b, mirrorTopic, 3)
+	pubA, err := throttle.NewPublisher(a.kc, mirrorTopic, codecA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pubA.Close()
+	liveB := startReplica(t, b, b.codec(t))
+	// A's processing writes mirror heartbeats; B's ingestion reports their age.
+	const heartbeats = "sluice.mirror.heartbeats"
+	if _, err := cluster.CreateTopics(ctx, a.kc, mirror.TopicConfig(heartbeats, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	hw, err := cluster.NewWriter(a.kc, heartbeats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.CloseWriter(hw)
+	beatCtx, stopBeats := context.WithCancel(ctx)
+	defer stopBeats()
+	go mirror.Beat(beatCtx, hw, "a", time.Second, zap.NewNop())
+	ages := mirror.NewAges(zap.NewNop())
+	hb, err := follow.New(b.kc, heartbeats, ages.Apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = hb.Run(beatCtx) }()
+	m := newModel()
+	cctx, stop := context.WithTimeout(ctx, 3*time.Second)
+	churn(cctx, t, pubA, m, 30, 20*time.Millisecond)
+	stop()
+	eventuallyEqual(t, "B before the loss", m, liveB.table, 2*time.Minute)
+	for deadline := time.Now().Add(time.Minute); ages.Age(time.Now())["a"] == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no mirror heartbeat of region a reached B")
+		}
+	}
+
+	// Region A is lost in the middle of the churn, MirrorMaker with it.
+	cctx, stop = context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { churnUntil(cctx, t, pubA, m, 30, 5*time.Millisecond, true) })
+	time.Sleep(2 * time.Second)
+	lagAtLoss := ages.Age(time.Now())["a"]
+	a.cluster.Kill(1)
+	lost := time.Now()
+	mm.Kill()
+	time.Sleep(time.Second)
+	stop()
+	wg.Wait()
+	time.Sleep(2 * time.Second) // B applies what reached it
+
+	bActive := map[string]throttle.Record{}
+	for _, r := range liveB.table.Active() {
+		bActive[r.Customer] = r
+	}
+	copied, notCopied, lostN := 0, 0, 0
+	var oldestMissing time.Time
+	now := time.Now()
+	m.mu.Lock()
+	for c, op := range m.last {
+		cur, ok := bActive[c]
+		if op.set != "" && !m.active[c].ExpiresAt.After(now.Add(time.Second)) {
+			continue // expired meanwhile: no state to compare
+		}
+		// B holds the write when it holds the throttle set, or no longer the one lifted.
+		if (op.set != "" && ok && cur.ID == op.set) || (op.lifted != "" && (!ok || cur.ID != op.lifted)) {
+			copied++
+			continue
+		}
+		if _, seen := liveB.appliedAt(op.set); op.set != "" && seen {
+			lostN++
+			t.Errorf("customer %s: A acknowledged %s, B applied it, and B now holds %q", c, op.set, cur.ID)
+			continue
+		}
+		notCopied++
+		if oldestMissing.IsZero() || op.at.Before(oldestMissing) {
+			oldestMissing = op.at
+		}
+	}
+	acked := len(m.acked)
+	m.mu.Unlock()
+	lag := "every acknowledged write had been copied"
+	if !oldestMissing.IsZero() {
+		lag = fmt.Sprintf("the oldest write not copied was acknowledged %s before the loss", lost.Sub(oldestMissing).Round(time.Millisecond))
+	}
+	t.Logf("region A lost during churn (%d throttles acknowledged in all): of the customers' last acknowledged writes, %d copied and enforced in B, %d not copied, %d lost; %s; the mirror's lag at the loss (sluice_ingestion_mirror_heartbeat_age_seconds in B) was %s",
+		acked, copied, notCopied, lostN, lag, lagAtLoss.Round(time.Millisecond))
+
+	// Failover: B's registry takes writes, B's processing publishes and sweeps.
+	failover := time.Now()
+	b.serveRegistry(t, false)
+	codecB := b.codec(t)
+	pubB, err := throttle.NewPublisher(b.kc, mirrorTopic, codecB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sweeper atomic.Pointer[expiry.Sweeper]
+	procB, err := throttle.NewTable(b.kc, mirrorTopic, codecB, throttle.WithObserver(func(c throttle.Change) {
+		if s := sweeper.Load(); s != nil {
+			s.Observe(c)
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := expiry.New(pubB, procB, expiry.WithGrace(0), expiry.WithInterval(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sweeper.Store(sw)
+	pctx, stopProc := context.WithCancel(ctx)
+	var procWG sync.WaitGroup
+	procWG.Go(func() { _ = procB.Run(pctx) })
+	if err := procB.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	procWG.Go(func() { _ = sw.Run(pctx) })
+	// B's model from here on is what B holds.
+	mb := newModel()
+	for c, r := range bActive {
+		mb.active[c] = r
+	}
+	t.Logf("failover: B's registry writable and B publishing %s after the loss was noticed", time.Since(failover).Round(time.Millisecond))
+	cctx, stop = context.WithTimeout(ctx, 4*time.Second)
+	churn(cctx, t, pubB, mb, 30, 20*time.Millisecond)
+	stop()
+	// A throttle that expires in B with nobody lifting it: B's sweeper tombstones it.
+	now = time.Now().UTC().Truncate(time.Millisecond)
+	swept := throttle.Record{ID: "swept-in-b", Customer: "swept-in-b", Limit: 1, Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Second), SetBy: "region-b"}
+	if err := pubB.Set(ctx, swept); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyEqual(t, "B after failover", mb, liveB.table, time.Minute)
+	waitTombstone(t, b, codecB, swept.ID)
+	t.Logf("after failover B set, lifted and expired %d throttles; its sweeper tombstoned the expired one", len(mb.acked))
+
+	// Failback: A returns with its stale topic.
+	if err := a.cluster.Start(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	stopProc()
+	procWG.Wait()
+	_ = pubB.Close()
+	stale := startReplica(t, a, codecA)
+	if err := stale.table.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := mb.equal(stale.table); ok {
+		t.Fatal("A came back equal to B: the test lost nothing to fail back")
+	}
+	file := t.TempDir() + "/b.jsonl"
+	r := invoke(t, ctx, "", "dump", "--brokers", strings.Join(b.cluster.Brokers(), ","), "--registry", b.url)
+	if r.code != exitOK {
+		t.Fatalf("dump B: exit %d: %s", r.code, r.stderr)
+	}
+	writeFile(t, file, r.stdout)
+	r = invoke(t, ctx, "", "restore", file, "--exact", "--brokers", strings.Join(a.cluster.Brokers(), ","), "--registry", a.url)
+	if r.code != exitOK {
+		t.Fatalf("restore --exact into A: exit %d: %s", r.code, r.stderr)
+	}
+	t.Logf("failback: throttlectl restore --exact into A: %s", strings.TrimSpace(lastLine(r.stdout)))
+	b.serveRegistry(t, true)
+	if err := mm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A publishes again, and B enforces what A sets.
+	now = time.Now().UTC().Truncate(time.Millisecond)
+	after := throttle.Record{ID: "after-failback", Customer: "after-failback", Limit: 7, Window: time.Minute, CreatedAt: now, ExpiresAt: now.Add(time.Hour), SetBy: "region-a"}
+	if err := pubA.Set(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	mb.mu.Lock()
+	mb.active[after.Customer] = after
+	mb.mu.Unlock()
+	tookA := eventuallyEqual(t, "A after failback", mb, stale.table, time.Minute)
+	tookB := eventuallyEqual(t, "B after failback", mb, liveB.table, 2*time.Minute)
+	rebuiltA := startReplica(t, a, codecA)
+	eventuallyEqual(t, "a replica of A rebuilt after failback", mb, rebuiltA.table, time.Minute)
+	t.Logf("after failback: A equal to B's state %s after the restore, B (MirrorMaker resumed) %s; a throttle set in A enforced in B; %d throttles in both",
+		tookA.Round(time.Millisecond), tookB.Round(time.Millisecond), len(liveB.table.Active()))
+}
+
+// waitTombstone waits for an expiry tombstone naming id on r's topic.
+func waitTombstone(t *testing.T, r *region, codec *throttle.Codec, id string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		found := false
+		_, err := scanTopic(t.Context(), r.kc, mirrorTopic, codec, func(e entry) error {
+			if e.Tombstone && header(e.Headers, throttle.HeaderExpires) == id {
+				found = true
+			}
+			return nil
+		})
+		if err == nil && found {
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("no expiry tombstone for %s on %s's topic", id, r.name)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

@@ -36,11 +36,18 @@ D is published when the customer's latest state on the topic is:
     "unchanged" and not written again);
   - a tombstone whose timestamp is before the timestamp of D's record in the dump.
 Anything else is "newer" and kept. Nothing is written when the file does not parse.
-Running restore twice is harmless: the second run finds everything unchanged.`,
+Running restore twice is harmless: the second run finds everything unchanged.
+
+With --exact the topic ends with exactly the dump's throttles: a dump throttle is
+published over a newer one too, and every throttle the topic holds that the dump does not
+(lifted or expired in the dump, or never in it) is lifted ("lifted"). That is failback:
+bringing a region that was lost back to the state of the region that took over, without
+resurrecting what was lifted meanwhile (see deploy/OPERATIONS.md, "A second region").`,
 		define: func(fs *flag.FlagSet) action {
 			dryRun := fs.Bool("dry-run", false, "say what would be restored, write nothing")
+			exact := fs.Bool("exact", false, "make the topic hold exactly the dump's throttles: publish over newer ones, lift the ones the dump does not hold")
 			return func(ctx context.Context, s *session, args []string) error {
-				return s.restore(ctx, args[0], *dryRun)
+				return s.restore(ctx, args[0], *dryRun, *exact)
 			}
 		},
 	}
@@ -104,6 +111,7 @@ const (
 	actNewer    = "skipped-newer"
 	actExpired  = "skipped-expired"
 	actLifted   = "skipped-lifted" // the dump ends with a tombstone: nothing to restore
+	actLift     = "lifted"         // --exact: the topic's throttle is not in the dump
 )
 
 // decide says what restore does with a customer whose state in the dump is d, given its
@@ -140,7 +148,7 @@ type restoreItem struct {
 	ID       string `json:"id,omitempty"`
 }
 
-func (s *session) restore(ctx context.Context, file string, dryRun bool) error {
+func (s *session) restore(ctx context.Context, file string, dryRun, exact bool) error {
 	dump, err := s.readDump(file)
 	if err != nil {
 		return err
@@ -164,13 +172,29 @@ func (s *session) restore(ctx context.Context, file string, dryRun bool) error {
 	now := s.now()
 	res := restoreResult{Topic: s.topic(), DryRun: dryRun, Poison: dump.poison, Actions: []restoreItem{},
 		Counts: map[string]int{actRestored: 0, actSame: 0, actNewer: 0, actExpired: 0, actLifted: 0}}
+	if exact {
+		res.Counts[actLift] = 0
+	}
 	var publish []throttle.Record
+	var lift []string
+	for _, k := range sortedKeys(target.byKey) {
+		if t := target.byKey[k]; exact && t.rec != nil && t.rec.Active(now) {
+			if d := dump.byKey[k]; d == nil || d.rec == nil || !d.rec.Active(now) {
+				lift = append(lift, k)
+				res.Actions = append(res.Actions, restoreItem{Customer: k, Action: actLift, ID: t.rec.ID})
+				res.Counts[actLift]++
+			}
+		}
+	}
 	for _, k := range sortedKeys(dump.byKey) {
 		d := dump.byKey[k]
 		if len(d.parts) > 1 {
 			fmt.Fprintf(s.stderr, "warning: customer %q is on %d partitions in the dump; its records were applied in file order\n", k, len(d.parts))
 		}
 		act := decide(d, target.byKey[k], now)
+		if exact && act == actNewer {
+			act = actRestored // the dump wins
+		}
 		item := restoreItem{Customer: k, Action: act}
 		if d.rec != nil {
 			item.ID = d.rec.ID
@@ -181,7 +205,7 @@ func (s *session) restore(ctx context.Context, file string, dryRun bool) error {
 			publish = append(publish, *d.rec)
 		}
 	}
-	if !dryRun && len(publish) > 0 {
+	if !dryRun && len(publish)+len(lift) > 0 {
 		done := 0
 		err := s.publish(ctx, func(p *throttle.Publisher) error {
 			for _, r := range publish {
@@ -190,10 +214,16 @@ func (s *session) restore(ctx context.Context, file string, dryRun bool) error {
 				}
 				done++
 			}
+			for _, c := range lift {
+				if err := p.Lift(ctx, c); err != nil {
+					return err
+				}
+				done++
+			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("restored %d of %d throttles (running restore again is safe): %w", done, len(publish), err)
+			return fmt.Errorf("wrote %d of %d throttles and lifts (running restore again is safe): %w", done, len(publish)+len(lift), err)
 		}
 	}
 	if s.json {
@@ -214,8 +244,12 @@ func printRestore(w io.Writer, res restoreResult) error {
 	if res.DryRun {
 		verb = "would restore"
 	}
-	_, err := fmt.Fprintf(w, "%s %d, unchanged %d, skipped-newer %d, skipped-expired %d, skipped-lifted %d, poison in dump %d (topic %s)\n",
-		verb, res.Counts[actRestored], res.Counts[actSame], res.Counts[actNewer], res.Counts[actExpired], res.Counts[actLifted], res.Poison, res.Topic)
+	lifted := ""
+	if n, ok := res.Counts[actLift]; ok {
+		lifted = fmt.Sprintf(", lifted %d", n)
+	}
+	_, err := fmt.Fprintf(w, "%s %d, unchanged %d, skipped-newer %d, skipped-expired %d, skipped-lifted %d%s, poison in dump %d (topic %s)\n",
+		verb, res.Counts[actRestored], res.Counts[actSame], res.Counts[actNewer], res.Counts[actExpired], res.Counts[actLifted], lifted, res.Poison, res.Topic)
 	return err
 }
 

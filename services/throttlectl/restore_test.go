@@ -148,6 +148,55 @@ func TestRestoreKeepsNewer(t *testing.T) {
 	}
 }
 
+// TestRestoreExactIsFailback: the target is a region that was lost and comes back stale;
+// the dump is the region that took over. --exact leaves the target with exactly the
+// dump's throttles: what the dump lifted or let expire is lifted on the target (not
+// resurrected), what the target alone holds (written there and never copied) is lifted,
+// a dump throttle wins over a newer one, and a second run changes nothing.
+func TestRestoreExactIsFailback(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	stale := topicName(t, "-stale")
+	c.s.CreateTopic(t, stale, 3)
+	tick := func() { time.Sleep(5 * time.Millisecond) }
+
+	// Both regions had these before the loss.
+	kept, liftedLater, renewedLater, expiringLater := rec("kept", 1, time.Hour), rec("lifted-later", 2, time.Hour), rec("renewed-later", 3, time.Hour), rec("expiring", 4, time.Hour)
+	c.publish(c.topic, kept, liftedLater, renewedLater, expiringLater)
+	c.publish(stale, kept, liftedLater, renewedLater, expiringLater)
+	// The lost region acknowledged one more that the mirror never copied.
+	c.publish(stale, rec("never-copied", 5, time.Hour))
+	tick()
+	// After the failover, the region that took over lifts, renews, expires and sets.
+	p, err := throttle.NewPublisher(c.s.Kafka(), c.topic, c.codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Lift(t.Context(), "lifted-later"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Expire(t.Context(), expiringLater); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	renewed, fresh := rec("renewed-later", 30, time.Hour), rec("new-after-failover", 6, time.Hour)
+	c.publish(c.topic, renewed, fresh)
+	file := c.dumpTo(c.topic)
+	// Without --exact, restore would leave both lifted throttles alive on the stale side.
+	if res := c.restore(stale, file, "--dry-run"); res.Counts[actLifted] != 2 {
+		t.Fatalf("plain restore: got %v, want 2 skipped-lifted", res.Counts)
+	}
+
+	res := c.restore(stale, file, "--exact")
+	wantCounts(t, res, map[string]int{actRestored: 2, actSame: 1, actLift: 3, actLifted: 2})
+	want := c.active(c.topic)
+	if got := c.active(stale); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after restore --exact the stale topic holds\n%+v\nwant the dump's\n%+v", got, want)
+	}
+	res = c.restore(stale, file, "--exact")
+	wantCounts(t, res, map[string]int{actRestored: 0, actSame: 3, actLift: 0})
+}
+
 func TestRestoreSkipsExpired(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 2)

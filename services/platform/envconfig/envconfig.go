@@ -48,6 +48,11 @@ type Connection struct {
 	ThrottlePartitions int    `env:"THROTTLE_TOPIC_PARTITIONS" envDefault:"6"`
 	ReplicationFactor  int    `env:"TOPIC_REPLICATION_FACTOR" envDefault:"3"`
 	MinInsyncReplicas  int    `env:"TOPIC_MIN_INSYNC_REPLICAS" envDefault:"2"`
+
+	// MirrorHeartbeatTopic, when set, measures a second region's lag (services/platform/
+	// mirror): the publishing region's processing writes heartbeats to it, MirrorMaker 2
+	// copies it, and every ingestion replica reports the age of the newest per region.
+	MirrorHeartbeatTopic string `env:"MIRROR_HEARTBEAT_TOPIC"`
 }
 
 // Kafka builds the client configuration, loading TLS material and the SASL mechanism.

@@ -128,6 +128,28 @@ func (m *Metrics) WatchBuffer(buffered func() int64, capacity int) {
 	}, func() float64 { return float64(buffered()) }))
 }
 
+// WatchMirror exports, per region, the age of the newest mirror heartbeat (see
+// services/platform/mirror): in a second region, how far the mirror lags.
+func (m *Metrics) WatchMirror(age func(now time.Time) map[string]time.Duration) {
+	m.Registry.MustRegister(mirrorCollector{age: age})
+}
+
+var descMirror = prometheus.NewDesc("sluice_ingestion_mirror_heartbeat_age_seconds",
+	"Age of the newest mirror heartbeat of each region in this cluster's heartbeat topic: in a second region, the mirror's lag (it grows while the mirror or the first region is away).",
+	[]string{"region"}, nil)
+
+type mirrorCollector struct {
+	age func(now time.Time) map[string]time.Duration
+}
+
+func (c mirrorCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descMirror }
+
+func (c mirrorCollector) Collect(ch chan<- prometheus.Metric) {
+	for region, age := range c.age(time.Now()) {
+		ch <- prometheus.MustNewConstMetric(descMirror, prometheus.GaugeValue, age.Seconds(), region)
+	}
+}
+
 // Handler serves the registry.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})

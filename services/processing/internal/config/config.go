@@ -77,6 +77,10 @@ type Config struct {
 	// SweepGrace is how long after its expiry a throttle is tombstoned by the sweeper;
 	// the grace lets a renewal that raced the expiry land first.
 	SweepGrace time.Duration `env:"SWEEP_GRACE" envDefault:"30s"`
+
+	// Region names this region in the mirror heartbeats it writes every second when
+	// MIRROR_HEARTBEAT_TOPIC is set (required then).
+	Region string `env:"REGION"`
 }
 
 // Load reads the configuration from the environment, fills the defaults that depend on
@@ -116,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if c.EventsTopic != "" && (c.EventsTopic == c.ProcessedTopic || c.EventsTopic == c.DLQTopic) {
 		bad("EVENTS_TOPIC", "%q is also the processed or dead-letter topic", c.EventsTopic)
+	}
+	if c.MirrorHeartbeatTopic != "" && c.Region == "" {
+		bad("REGION", "empty, but MIRROR_HEARTBEAT_TOPIC is set: name the region its heartbeats come from")
 	}
 	if c.EventsPartitions <= 0 {
 		bad("EVENTS_TOPIC_PARTITIONS", "%d is not positive", c.EventsPartitions)

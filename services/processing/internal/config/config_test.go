@@ -92,6 +92,19 @@ func TestLoadRejects(t *testing.T) {
 	}
 }
 
+// Mirror heartbeats need the name of the region they come from.
+func TestLoadRejectsHeartbeatsWithoutRegion(t *testing.T) {
+	t.Setenv("INSTANCE_ID", "x")
+	t.Setenv("MIRROR_HEARTBEAT_TOPIC", "sluice.mirror.heartbeats")
+	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "REGION") {
+		t.Errorf("got error %v, want one naming REGION", err)
+	}
+	t.Setenv("REGION", "eu-west")
+	if _, err := Load(); err != nil {
+		t.Errorf("with REGION: %v", err)
+	}
+}
+
 // A value that does not parse is refused by envconfig.Load, which names the field (the
 // parser does not know the variable's name).
 func TestLoadRejectsUnparsable(t *testing.T) {
@@ -119,7 +132,7 @@ func TestEveryFieldIsAnEnvironmentVariableWithADefault(t *testing.T) {
 			t.Errorf("got no %s among %v", want, vars)
 		}
 	}
-	noDefault := map[string]bool{"INSTANCE_ID": true, "ADMIN_TOKEN": true} // host name; secret
+	noDefault := map[string]bool{"INSTANCE_ID": true, "ADMIN_TOKEN": true, "REGION": true} // host name; secret; only with MIRROR_HEARTBEAT_TOPIC
 	typ := reflect.TypeFor[Config]()
 	for i := range typ.NumField() {
 		f := typ.Field(i)
