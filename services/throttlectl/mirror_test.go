@@ -188,6 +188,37 @@ func waitCopied(t *testing.T, a, b *region, topic string) {
 	}
 }
 
+// twoRegions starts region A (its registry writable) and region B (its registry
+// following the mirrored _schemas), and creates A's throttle topic with spec.
+func twoRegions(t *testing.T, spec throttle.TopicSpec) (a, b *region) {
+	t.Helper()
+	a = startRegion(t, "a", false)
+	b = startRegion(t, "b", true)
+	if _, err := throttle.EnsureTopic(t.Context(), a.kc, spec); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// startMirror runs MirrorMaker 2 from a to b with the shipped mm2.properties, and shows
+// the end of its log when the test fails.
+func startMirror(t *testing.T, a, b *region) *kafkacluster.MirrorMaker {
+	t.Helper()
+	mm, err := kafkacluster.StartMirrorMaker(kafkacluster.MirrorConfig{Properties: mirrorProperties(t, a, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if log, err := os.ReadFile(mm.LogFile()); err == nil {
+				t.Logf("mirrormaker log (tail):\n%s", tail(string(log), 4000))
+			}
+		}
+		_ = mm.Close()
+	})
+	return mm
+}
+
 // waitTopic waits until the topic exists on r with partitions partitions.
 func waitTopic(t *testing.T, r *region, topic string, partitions int) {
 	t.Helper()
@@ -406,29 +437,14 @@ func percentiles(ds []time.Duration) string {
 func TestMirrorSecondRegion(t *testing.T) {
 	throttletest.RequireReal(t, "MirrorMaker 2 between two real clusters")
 	ctx := t.Context()
-	a := startRegion(t, "a", false)
-	b := startRegion(t, "b", true)
 	spec := throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1,
 		SegmentMs: time.Second, MinCompactionLag: time.Millisecond, DeleteRetention: time.Hour}
-	if _, err := throttle.EnsureTopic(ctx, a.kc, spec); err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoRegions(t, spec)
 	codecA := a.codec(t)
 	if _, err := codecA.Register(); err != nil {
 		t.Fatal(err)
 	}
-	mm, err := kafkacluster.StartMirrorMaker(kafkacluster.MirrorConfig{Properties: mirrorProperties(t, a, b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			if log, err := os.ReadFile(mm.LogFile()); err == nil {
-				t.Logf("mirrormaker log (tail):\n%s", tail(string(log), 4000))
-			}
-		}
-		_ = mm.Close()
-	})
+	mm := startMirror(t, a, b)
 	waitTopic(t, b, mirrorTopic, spec.Partitions)
 
 	pub, err := throttle.NewPublisher(a.kc, mirrorTopic, codecA)
@@ -585,11 +601,7 @@ func tail(s string, n int) string {
 func TestMirrorRegistryWithoutTheSourceIDs(t *testing.T) {
 	throttletest.RequireReal(t, "MirrorMaker 2 between two real clusters")
 	ctx := t.Context()
-	a := startRegion(t, "a", false)
-	b := startRegion(t, "b", true)
-	if _, err := throttle.EnsureTopic(ctx, a.kc, throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoRegions(t, throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1})
 	codecA := a.codec(t)
 	// A registry of B's own that never saw A's schemas: the ids A's records carry mean
 	// nothing there.
@@ -615,11 +627,7 @@ func TestMirrorRegistryWithoutTheSourceIDs(t *testing.T) {
 	churn(cctx, t, pub, m, 20, 20*time.Millisecond)
 	stop()
 
-	mm, err := kafkacluster.StartMirrorMaker(kafkacluster.MirrorConfig{Properties: mirrorProperties(t, a, b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mm.Close()
+	startMirror(t, a, b)
 	waitTopic(t, b, mirrorTopic, 3)
 	waitCopied(t, a, b, mirrorTopic)
 	codecB, err := throttle.NewCodec(throttle.RegistryConfig{URL: srv.URL, Timeout: 2 * time.Second}, mirrorTopic)
@@ -669,17 +677,9 @@ func TestMirrorRegistryWithoutTheSourceIDs(t *testing.T) {
 func TestMirrorFailoverAndFailback(t *testing.T) {
 	throttletest.RequireReal(t, "MirrorMaker 2 between two real clusters")
 	ctx := t.Context()
-	a := startRegion(t, "a", false)
-	b := startRegion(t, "b", true)
-	if _, err := throttle.EnsureTopic(ctx, a.kc, throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1}); err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoRegions(t, throttle.TopicSpec{Name: mirrorTopic, Partitions: 3, ReplicationFactor: 1, MinInsyncReplicas: 1})
 	codecA := a.codec(t)
-	mm, err := kafkacluster.StartMirrorMaker(kafkacluster.MirrorConfig{Properties: mirrorProperties(t, a, b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mm.Close()
+	mm := startMirror(t, a, b)
 	waitTopic(t, b, mirrorTopic, 3)
 	pubA, err := throttle.NewPublisher(a.kc, mirrorTopic, codecA)
 	if err != nil {

@@ -21,12 +21,9 @@ func (s *Server) follow(ctx context.Context, st *store, r replayer) error {
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(st.brokers...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{st.topic: {0: kgo.NewOffset().AtStart()}}),
-	}, st.opts...)...)
+	cl, err := st.reader()
 	if err != nil {
-		return fmt.Errorf("read %s: %w", st.topic, err)
+		return err
 	}
 	var next atomic.Int64 // the offset after the last record applied
 	caughtUp := make(chan struct{})

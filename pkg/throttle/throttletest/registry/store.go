@@ -143,6 +143,18 @@ func (st *store) put(ctx context.Context, key, value []byte) (int64, error) {
 	return r.Offset, nil
 }
 
+// reader is a client that reads the topic's only partition from its start.
+func (st *store) reader() (*kgo.Client, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(st.brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{st.topic: {0: kgo.NewOffset().AtStart()}}),
+	}, st.opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", st.topic, err)
+	}
+	return cl, nil
+}
+
 // replay passes every record of the topic to apply, in order. Like Confluent's
 // registry, it first writes a NOOP record and reads until it has read that one: the
 // offset it got back is proof that everything before it was read, whatever gaps
@@ -152,12 +164,9 @@ func (st *store) replay(ctx context.Context, apply func(*kgo.Record) error) erro
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(st.brokers...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{st.topic: {0: kgo.NewOffset().AtStart()}}),
-	}, st.opts...)...)
+	cl, err := st.reader()
 	if err != nil {
-		return fmt.Errorf("read %s: %w", st.topic, err)
+		return err
 	}
 	defer cl.Close()
 	for {
