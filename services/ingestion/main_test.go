@@ -519,7 +519,7 @@ func httptestServer(t *testing.T, status int) string {
 func TestServiceReportsTheMirrorsLag(t *testing.T) {
 	s := throttletest.Start(t, throttletest.Options{})
 	s.CreateTopic(t, throttleTopic, 3)
-	const topic = "sluice.mirror.heartbeats"
+	const topic = "sluice.mirror.heartbeat"
 	s.CreateTopic(t, topic, 1)
 	cfg := testConfig(t, s, "mirror-1")
 	cfg.MirrorHeartbeatTopic = topic

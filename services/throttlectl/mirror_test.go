@@ -688,7 +688,7 @@ func TestMirrorFailoverAndFailback(t *testing.T) {
 	defer pubA.Close()
 	liveB := startReplica(t, b, b.codec(t))
 	// A's processing writes mirror heartbeats; B's ingestion reports their age.
-	const heartbeats = "sluice.mirror.heartbeats"
+	const heartbeats = "sluice.mirror.heartbeat"
 	if _, err := cluster.CreateTopics(ctx, a.kc, mirror.TopicConfig(heartbeats, 1, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -717,15 +717,18 @@ func TestMirrorFailoverAndFailback(t *testing.T) {
 		}
 	}
 
-	// Region A is lost in the middle of the churn, MirrorMaker with it.
+	// Region A is lost in the middle of the churn, just after MirrorMaker.
 	cctx, stop = context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { churnUntil(cctx, t, pubA, m, 30, 5*time.Millisecond, true) })
 	time.Sleep(2 * time.Second)
+	// The mirror falls behind first (MirrorMaker dies a second before the cluster), so
+	// that A acknowledges writes that never reach B.
+	mm.Kill()
+	time.Sleep(time.Second)
 	lagAtLoss := ages.Age(time.Now())["a"]
 	a.cluster.Kill(1)
 	lost := time.Now()
-	mm.Kill()
 	time.Sleep(time.Second)
 	stop()
 	wg.Wait()
@@ -764,6 +767,9 @@ func TestMirrorFailoverAndFailback(t *testing.T) {
 	lag := "every acknowledged write had been copied"
 	if !oldestMissing.IsZero() {
 		lag = fmt.Sprintf("the oldest write not copied was acknowledged %s before the loss", lost.Sub(oldestMissing).Round(time.Millisecond))
+	}
+	if notCopied == 0 {
+		t.Errorf("no acknowledged write went uncopied, though MirrorMaker died a second before A: the count is not tested")
 	}
 	t.Logf("region A lost during churn (%d throttles acknowledged in all): of the customers' last acknowledged writes, %d copied and enforced in B, %d not copied, %d lost; %s; the mirror's lag at the loss (sluice_ingestion_mirror_heartbeat_age_seconds in B) was %s",
 		acked, copied, notCopied, lostN, lag, lagAtLoss.Round(time.Millisecond))

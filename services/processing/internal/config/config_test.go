@@ -95,7 +95,7 @@ func TestLoadRejects(t *testing.T) {
 // Mirror heartbeats need the name of the region they come from.
 func TestLoadRejectsHeartbeatsWithoutRegion(t *testing.T) {
 	t.Setenv("INSTANCE_ID", "x")
-	t.Setenv("MIRROR_HEARTBEAT_TOPIC", "sluice.mirror.heartbeats")
+	t.Setenv("MIRROR_HEARTBEAT_TOPIC", "sluice.mirror.heartbeat")
 	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "REGION") {
 		t.Errorf("got error %v, want one naming REGION", err)
 	}
