@@ -235,7 +235,7 @@ type Table struct {
 	parts   []int // 0..n-1: the topic's partitions, for the Murmur2 partitioner
 }
 
-var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch", "wrong_partition"}
+var poisonReasons = [...]string{"bad_magic", "truncated", "unknown_schema", "bad_body", "invalid", "key_mismatch", "wrong_partition", "no_key"}
 
 // rules maps a customer to the rule of its throttle.
 type rules = map[string]Rule
@@ -405,8 +405,8 @@ type TableStats struct {
 	Fresh      bool
 	Active     int
 	Partitions []follow.Progress
-	// Poison counts skipped records by reason: wrong_partition (see apply), bad_magic,
-	// truncated, unknown_schema,
+	// Poison counts skipped records by reason: no_key (a null or empty key: no
+	// customer), wrong_partition (see apply), bad_magic, truncated, unknown_schema,
 	// bad_body, invalid, key_mismatch.
 	Poison map[string]int64
 	// RegistryRetries counts attempts to decode a record that failed because the
@@ -476,6 +476,11 @@ func (t *Table) apply(_ context.Context, msg kafka.Message) error {
 	now := t.cfg.clock()
 	customer := string(msg.Key)
 	ch := Change{Customer: customer, Age: now.Sub(msg.Time), Partition: msg.Partition, Offset: msg.Offset, Rebuilding: !t.Ready()}
+	if len(msg.Key) == 0 {
+		// No customer, and no partition of its own: a null key is spread by partitioners.
+		t.skip(msg, "no_key", errors.New("a throttle record is keyed by its customer; this one has no key"), ch)
+		return nil
+	}
 	t.partsMu.RLock()
 	defer t.partsMu.RUnlock()
 	if home := t.home(msg.Key); home != msg.Partition {

@@ -394,6 +394,34 @@ func TestTablePoisonRecords(t *testing.T) {
 	eventually(t, "record after poison", func() bool { _, ok := tb.Lookup("late"); return ok })
 }
 
+// TestTableNullKeyIsNoKey: a record or tombstone without a key belongs to no customer
+// and to no partition (partitioners spread null keys), so it is poison of its own
+// reason, no_key, on whichever partition it lands, and nothing else is counted.
+func TestTableNullKeyIsNoKey(t *testing.T) {
+	f := newFixture(t, 3, throttletest.Options{})
+	good := f.home(rec("acme", 5, time.Hour))
+	var keyless []kafka.Message
+	for p := range 3 {
+		keyless = append(keyless,
+			kafka.Message{Partition: p, Value: good.Value}, // a valid value, null key
+			kafka.Message{Partition: p},                     // a tombstone, null key
+			kafka.Message{Partition: p, Key: []byte{}, Value: good.Value})
+	}
+	f.put(append([]kafka.Message{good}, keyless...)...)
+	tb := f.run()
+	wantLimit(t, tb, "acme", 5)
+	st := tb.Stats()
+	for reason, n := range st.Poison {
+		want := int64(0)
+		if reason == "no_key" {
+			want = int64(len(keyless))
+		}
+		if n != want {
+			t.Errorf("poison %s: %d, want %d (all %v)", reason, n, want, st.Poison)
+		}
+	}
+}
+
 // TestTableHoldsARecordOfAnUnknownSchemaID: a record whose schema id the registry does
 // not know (a second region's registry that has not read it yet) holds its partition:
 // the table stays unready and counts the attempts, and applies the record and what

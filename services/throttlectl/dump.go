@@ -29,7 +29,7 @@ Reads every partition of the topic from its first offset up to the end offset it
 the dump started, and prints one JSON object per record, partition by partition, in
 offset order: partition, offset, timestamp, key, headers, and either the decoded throttle
 ("value"), "tombstone": true, or "poison" (bad_magic, truncated, unknown_schema, bad_body,
-invalid, key_mismatch) with the raw value in base64. A summary goes to stderr.
+invalid, key_mismatch, no_key) with the raw value in base64. A summary goes to stderr.
 
 The output is the input of restore; see README.md for the format. A topic that is not
 compacted is dumped anyway (with a warning): salvaging it is the point.`,
@@ -176,6 +176,11 @@ func readEntry(ctx context.Context, topic string, m kafka.Message, codec *thrott
 	e := entry{Partition: m.Partition, Offset: m.Offset, Time: m.Time, Key: slices.Clone(m.Key)}
 	for _, h := range m.Headers {
 		e.Headers = append(e.Headers, kafka.Header{Key: h.Key, Value: slices.Clone(h.Value)})
+	}
+	if len(m.Key) == 0 { // no customer: poison, as a table counts it
+		e.Poison, e.Err = "no_key", errors.New("a throttle record is keyed by its customer; this one has no key")
+		e.Value = slices.Clone(m.Value)
+		return e, nil
 	}
 	if m.Value == nil {
 		e.Tombstone = true

@@ -82,9 +82,13 @@ func reasonText(r throttle.Reason) string {
 	return printable(r.Note)
 }
 
-// until says how long from now t is, to the second.
+// until says how long from now t is, to the second. Sub and Round saturate at the
+// largest Duration (an expiry after the year 2262), which Round then leaves unrounded.
 func until(t, now time.Time) string {
 	d := t.Sub(now).Round(time.Second)
+	if d%time.Second != 0 {
+		d = d.Truncate(time.Second)
+	}
 	if d <= 0 {
 		return "expired"
 	}

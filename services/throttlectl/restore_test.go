@@ -71,6 +71,7 @@ func TestDumpRestoreRoundTrip(t *testing.T) {
 	}
 	p.Close()
 	c.put(c.topic, kafka.Message{Partition: 1, Key: []byte("poison"), Value: []byte("junk")})
+	c.put(c.topic, kafka.Message{Partition: 2, Value: []byte("no key")}) // no customer: poison (no_key)
 	source := c.active(c.topic)
 	if len(source) != 5 {
 		t.Fatalf("source table: got %d active, want 5", len(source))
@@ -83,8 +84,8 @@ func TestDumpRestoreRoundTrip(t *testing.T) {
 	}
 	res := c.restore(target, file)
 	wantCounts(t, res, map[string]int{actRestored: 5, actExpired: 1, actLifted: 1, actNewer: 0, actSame: 0})
-	if res.Poison != 1 {
-		t.Errorf("got %d poison, want 1", res.Poison)
+	if res.Poison != 2 {
+		t.Errorf("got %d poison, want 2", res.Poison)
 	}
 	if got := c.active(target); !reflect.DeepEqual(got, source) {
 		t.Fatalf("restored table: got\n%+v\nwant the source's\n%+v", got, source)

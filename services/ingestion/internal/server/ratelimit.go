@@ -54,11 +54,18 @@ func setRetryAfter(h http.Header, d time.Duration) {
 	h.Set("Retry-After", strconv.FormatInt(max(ceilSeconds(d), 1), 10))
 }
 
+// ceilSeconds is d in whole seconds, rounded up. It cannot overflow: a throttle that
+// expires centuries ahead has a d near the largest Duration (time.Time.Sub saturates
+// there), and adding a second before dividing would wrap it negative.
 func ceilSeconds(d time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
-	return int64((d + time.Second - 1) / time.Second)
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return s
 }
 
 func appendInt(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }

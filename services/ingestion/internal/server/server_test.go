@@ -259,6 +259,26 @@ func rec(customer string, limit int64, window time.Duration, mode throttle.Mode)
 		Reason: throttle.Reason{Kind: throttle.ReasonManual, Note: "flooding"}}
 }
 
+// TestThrottleForCenturiesSaysSo: a limit-0 throttle that expires after the year 2262
+// (past the largest time.Duration from now) tells the client to retry when it ends, in
+// seconds, not after one second: the duration saturates instead of wrapping.
+func TestThrottleForCenturiesSaysSo(t *testing.T) {
+	r := rec("forever", 0, time.Minute, throttle.ModeEnforce)
+	r.ExpiresAt = time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := newEnv(t, options{ready: true}, r)
+	got := e.post(`{"customer":"forever"}`)
+	if got.status != http.StatusTooManyRequests {
+		t.Fatalf("status %d, want 429", got.status)
+	}
+	const most = "9223372037" // the largest Duration, in seconds rounded up
+	if ra := got.header.Get("Retry-After"); ra != most {
+		t.Errorf("Retry-After %q, want %s", ra, most)
+	}
+	if rl := got.header.Get("RateLimit"); rl != `"default";r=0;t=`+most {
+		t.Errorf("RateLimit %q, want t=%s", rl, most)
+	}
+}
+
 func TestThrottleSetRejectsAfterLimitWithHeaders(t *testing.T) {
 	e := newEnv(t, options{ready: true}, rec("acme", 20, time.Minute, throttle.ModeEnforce))
 	for i := range 20 {
