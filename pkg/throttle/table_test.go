@@ -404,7 +404,7 @@ func TestTableNullKeyIsNoKey(t *testing.T) {
 	for p := range 3 {
 		keyless = append(keyless,
 			kafka.Message{Partition: p, Value: good.Value}, // a valid value, null key
-			kafka.Message{Partition: p},                     // a tombstone, null key
+			kafka.Message{Partition: p},                    // a tombstone, null key
 			kafka.Message{Partition: p, Key: []byte{}, Value: good.Value})
 	}
 	f.put(append([]kafka.Message{good}, keyless...)...)
