@@ -139,7 +139,8 @@ func (c *Codec) Encode(r *Record) ([]byte, error) {
 // Decode parses a Confluent-framed Avro value. Errors wrap errBadMagic, errTruncated,
 // errUnknownSchema, errBadBody or ErrInvalid for a poison record (see isPoison), and
 // ErrRegistryUnavailable when the schema id is new and the registry cannot be reached,
-// or errSchemaNotFound when it does not know the id: both retryable (follow.ErrRetry). A tombstone (nil value) has nothing to decode: errTombstone.
+// or errSchemaNotFound when it does not know the id: both retryable (follow.ErrRetry).
+// A tombstone (nil value) has nothing to decode: errTombstone.
 func (c *Codec) Decode(value []byte) (Record, error) {
 	if value == nil {
 		return Record{}, errTombstone

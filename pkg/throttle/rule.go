@@ -54,7 +54,6 @@ func (r Rule) Record(customer string) Record {
 		return Record{}
 	}
 	d := r.detail
-
 	return Record{
 		ID: d.id, Customer: customer, Limit: r.Limit, Window: r.Window, Mode: r.Mode,
 		CreatedAt: time.UnixMilli(r.created).UTC(), ExpiresAt: r.ExpiresAt(),

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
-
 	"sort"
 	"strconv"
 	"sync"
@@ -198,10 +197,10 @@ const clockTick = 5 * time.Millisecond
 // reached the end offsets the partitions had at start, and then follows new records.
 //
 // Lookup is lock-free and allocation-free: each of 256 shards makes visible an immutable
-// slot table (internal/slots) through an atomic pointer. Before the table is ready, writers
-// fill their tables in place and Lookup sees nothing; at ready those tables are handed to
-// readers as they are, and from then on a write copies its one shard (throttles change
-// rarely; lookups happen on every event).
+// map through an atomic pointer. Before the table is ready, writers fill their maps in
+// place and Lookup sees nothing; at ready those maps are handed to readers as they are,
+// and from then on a write copies its one shard (throttles change rarely; lookups happen
+// on every event).
 type Table struct {
 	topic    string
 	codec    *Codec
@@ -347,8 +346,7 @@ func (t *Table) Ready() bool { return t.follower.Ready() }
 func (t *Table) WaitReady(ctx context.Context) error { return t.follower.WaitReady(ctx) }
 
 // Lookup returns the rule of the customer's active throttle: what enforcing it needs. It
-// is the hot path of every event: it never blocks, never allocates, and follows no
-// pointer past its slot for customer ids of up to 25 bytes (slots.InlineKey). It returns
+// is the hot path of every event: it never blocks and never allocates. It returns
 // nothing until the table is ready. Expiry is observed within a few milliseconds (the
 // table's coarse clock).
 func (t *Table) Lookup(customer string) (Rule, bool) {

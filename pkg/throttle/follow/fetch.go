@@ -15,9 +15,10 @@ import (
 )
 
 // A fetch goes through kafka-go's transport (connections, TLS, SASL, the partition
-// leader's address), but its answer is decoded here, with franz-go's kmsg: kafka-go's own
-// decoder copies every record twice and does not decode a batch's last offset, which is
-// what lets the read loop pass over an empty batch or a compacted tail in one step.
+// leader's address), but its answer is decoded here with franz-go's kmsg, and its record
+// batches by internal/fetch: kafka-go's own decoder copies every record twice and does
+// not decode a batch's last offset, which is what lets the read loop pass over an empty
+// batch or a compacted tail in one step.
 
 // maxFetchResponse bounds the answer a fetch reads: a peer that is no Kafka broker (a TLS
 // listener, an HTTP server) announces sizes far beyond it.
