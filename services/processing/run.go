@@ -119,6 +119,15 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
 	}
 
+	// The mirror heartbeats a second region measures its lag by (MIRROR_HEARTBEAT_TOPIC).
+	var heartbeats *kafka.Writer
+	if cfg.MirrorHeartbeatTopic != "" {
+		if heartbeats, err = cluster.NewWriter(kc, cfg.MirrorHeartbeatTopic); err != nil {
+			return err
+		}
+		defer cluster.CloseWriter(heartbeats)
+	}
+
 	// Two lifetimes: the consumer stops first, so that it can commit while the table,
 	// the sweeper and the HTTP server are still up; the rest stops after it.
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
@@ -131,14 +140,9 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 		bg.Go(name, func() error { return f(bgCtx) })
 	}
 	bg.Go("autothrottle ticker", func() error { return ctrl.Run(bgCtx, time.Second) })
-	if cfg.MirrorHeartbeatTopic != "" {
-		hw, err := cluster.NewWriter(kc, cfg.MirrorHeartbeatTopic)
-		if err != nil {
-			return err
-		}
-		defer cluster.CloseWriter(hw)
+	if heartbeats != nil {
 		bg.Go("mirror heartbeat", func() error {
-			mirror.Beat(bgCtx, hw, cfg.Region, time.Second, log.Named("mirror"))
+			mirror.Beat(bgCtx, heartbeats, cfg.Region, time.Second, log.Named("mirror"))
 			return nil
 		})
 	}

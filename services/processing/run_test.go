@@ -16,8 +16,10 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/platform/event"
+	"github.com/sluice-dev/sluice/services/platform/mirror"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
 	"github.com/sluice-dev/sluice/services/processing/internal/throttlefake"
 )
@@ -42,6 +44,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		"KAFKA_BROKERS": strings.Join(stack.Brokers(), ","), "SCHEMA_REGISTRY_URL": stack.RegistryURL(),
 		"ADMIN_ADDR": addr, "ADMIN_TOKEN": "tok", "INSTANCE_ID": "proc-e2e",
 		"COMMIT_INTERVAL": "50ms", "EVENTS_TOPIC_PARTITIONS": "3", "SHUTDOWN_TIMEOUT": "20s",
+		"MIRROR_HEARTBEAT_TOPIC": "sluice.mirror.heartbeat", "REGION": "test-region",
 	} {
 		t.Setenv(k, v)
 	}
@@ -79,6 +82,14 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 	waitFor := func(what string, cond func() bool) { t.Helper(); waitService(t, done, what, cond) }
 	waitFor("readyz", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
+
+	// It writes the mirror heartbeats of its region.
+	ages := mirror.NewAges(zap.NewNop())
+	waitFor("a mirror heartbeat of test-region", func() bool {
+		_, err := follow.Scan(ctx, cluster.Config{Brokers: stack.Brokers()}, "sluice.mirror.heartbeat", func(m kafka.Message) error { return ages.Apply(ctx, m) })
+		age, ok := ages.Age(time.Now())["test-region"]
+		return err == nil && ok && age < 5*time.Second
+	})
 
 	// One customer floods among twenty.
 	msgs := flood(t, ctx, stack, cfg.EventsTopic)
