@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -25,7 +24,6 @@ func (s *Server) follow(ctx context.Context, st *store, r replayer) error {
 	if err != nil {
 		return err
 	}
-	var next atomic.Int64 // the offset after the last record applied
 	caughtUp := make(chan struct{})
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop, s.followed = stop, make(chan struct{})
@@ -33,6 +31,7 @@ func (s *Server) follow(ctx context.Context, st *store, r replayer) error {
 		defer close(s.followed)
 		defer cl.Close()
 		signal, quiet := caughtUp, 0
+		var next int64 // the offset after the last record applied
 		for {
 			// A poll that waits in vain ends after a while: the topic may end in
 			// offsets the cleaner emptied, which no record will ever reach.
@@ -49,7 +48,7 @@ func (s *Server) follow(ctx context.Context, st *store, r replayer) error {
 					return
 				}
 				if applyErr = r.apply(rec); applyErr == nil {
-					next.Store(rec.Offset + 1)
+					next = rec.Offset + 1
 					n++
 				}
 			})
@@ -62,7 +61,7 @@ func (s *Server) follow(ctx context.Context, st *store, r replayer) error {
 			} else {
 				quiet = 0
 			}
-			if signal != nil && (next.Load() >= end || quiet >= 2) {
+			if signal != nil && (next >= end || quiet >= 2) {
 				close(signal)
 				signal = nil
 			}
