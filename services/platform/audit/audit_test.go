@@ -1,0 +1,229 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// memTopic is an audit topic in memory: every record written, in order.
+type memTopic struct {
+	mu   sync.Mutex
+	msgs []kafka.Message
+	fail bool
+}
+
+func (w *memTopic) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fail {
+		return errors.New("broker away")
+	}
+	for _, m := range msgs {
+		m.Offset = int64(len(w.msgs))
+		w.msgs = append(w.msgs, m)
+	}
+	return nil
+}
+
+func (w *memTopic) book(t *testing.T) *Book {
+	t.Helper()
+	b := NewBook(nil)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range w.msgs {
+		if err := b.Apply(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// TestRangesMatchASet: Add, Union, Minus and Len agree with a set of offsets, for random
+// offsets mostly in order (as a consumer adds them) and some not.
+func TestRangesMatchASet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 500 {
+		var a, b Ranges
+		sa, sb := map[int64]bool{}, map[int64]bool{}
+		next := int64(rng.IntN(10))
+		for range rng.IntN(60) {
+			off := next
+			if rng.IntN(4) == 0 {
+				off = int64(rng.IntN(80))
+			} else {
+				next += int64(1 + rng.IntN(2))
+			}
+			if rng.IntN(2) == 0 {
+				a, sa[off] = a.Add(off), true
+			} else {
+				b, sb[off] = b.Add(off), true
+			}
+		}
+		for _, r := range []Ranges{a, b} {
+			if !r.valid() {
+				t.Fatalf("round %d: %v is not sorted, disjoint and non-adjacent", round, r)
+			}
+		}
+		u, m := a.Union(b), a.Minus(b)
+		wantU, wantM := int64(0), int64(0)
+		for off := range int64(200) {
+			inU, inM := sa[off] || sb[off], sa[off] && !sb[off]
+			if inU {
+				wantU++
+			}
+			if inM {
+				wantM++
+			}
+			if in(u, off) != inU || in(m, off) != inM {
+				t.Fatalf("round %d offset %d: union %v has it %v (want %v), minus %v has it %v (want %v); a %v b %v",
+					round, off, u, in(u, off), inU, m, in(m, off), inM, a, b)
+			}
+		}
+		if a.Len() != int64(len(sa)) || u.Len() != wantU || m.Len() != wantM || !u.valid() {
+			t.Fatalf("round %d: lengths a %d/%d union %d/%d minus %d/%d", round, a.Len(), len(sa), u.Len(), wantU, m.Len(), wantM)
+		}
+	}
+}
+
+func in(r Ranges, off int64) bool {
+	for _, x := range r {
+		if x[0] <= off && off < x[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// TestReconcileMatchesAModel runs a random pipeline: ingestion replicas (which restart
+// cleanly, as new incarnations) accept events; some events are removed from the topic
+// before processing reads them; processing readers handle each partition in order,
+// dead-letter some, and crash now and then, so that the next reader handles again what
+// was not committed. Every tally publishes at random times and at the end. The
+// reconciliation of what the topic holds must equal the model's truth in every cell.
+func TestReconcileMatchesAModel(t *testing.T) {
+	const width = 1000
+	for seed := range uint64(40) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		topic := &memTopic{}
+		start := time.UnixMilli(1_800_000_000_000)
+		type truth struct{ accepted, handled, dead, dups, lost int64 }
+		want := map[cell]*truth{}
+		get := func(p int, at time.Time) *truth {
+			c := cell{p, bucketOf(at, width)}
+			if want[c] == nil {
+				want[c] = &truth{}
+			}
+			return want[c]
+		}
+		newTally := func(tier, name string) *Tally {
+			tl, err := New(tier, Incarnation(name), topic, WithWidth(width*time.Millisecond), WithClock(func() time.Time { return start }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tl
+		}
+		const parts = 3
+		type rec struct {
+			at   time.Time
+			lost bool
+		}
+		log := make([][]rec, parts)
+		ing := newTally(Ingestion, "in-0")
+		for i := range 400 + rng.IntN(400) {
+			if rng.IntN(150) == 0 {
+				_ = ing.Flush(context.Background(), true)
+				ing = newTally(Ingestion, "in-0")
+			}
+			p := rng.IntN(parts)
+			at := start.Add(time.Duration(i*10+rng.IntN(30)) * time.Millisecond) // out of order at bucket edges
+			n := 1 + rng.IntN(3)
+			msgs := make([]kafka.Message, n)
+			for j := range msgs {
+				msgs[j] = kafka.Message{Partition: p, Time: at}
+				lost := rng.IntN(40) == 0 // removed by DeleteRecords before processing read it
+				log[p] = append(log[p], rec{at, lost})
+				get(p, at).accepted++
+				if lost {
+					get(p, at).lost++
+				}
+			}
+			ing.Accepted(msgs)
+			if rng.IntN(20) == 0 {
+				_ = ing.Flush(context.Background(), false)
+			}
+		}
+		_ = ing.Flush(context.Background(), true)
+
+		for p := range parts {
+			committed := 0
+			for pos := 0; pos < len(log[p]); {
+				proc := newTally(Processing, "proc")
+				for pos < len(log[p]) {
+					r := log[p][pos]
+					if !r.lost {
+						deadLettered := rng.IntN(30) == 0
+						proc.Handled(p, int64(pos), r.at, deadLettered)
+						tr := get(p, r.at)
+						if deadLettered {
+							tr.dead++
+						}
+						tr.handled++
+					}
+					pos++
+					if rng.IntN(10) == 0 {
+						// publish, then commit: the consumer's order
+						if err := proc.Flush(context.Background(), false); err != nil {
+							t.Fatal(err)
+						}
+						if rng.IntN(2) == 0 {
+							committed = pos
+						}
+					}
+					if rng.IntN(80) == 0 {
+						break // a crash: what was handled since the commit is handled again
+					}
+				}
+				if pos < len(log[p]) || rng.IntN(2) == 0 {
+					_ = proc.Flush(context.Background(), false) // published, then died before the commit
+					for q := committed; q < pos; q++ {
+						if !log[p][q].lost {
+							tr := get(p, log[p][q].at)
+							tr.dups++
+						}
+					}
+					pos = committed
+				} else {
+					_ = proc.Flush(context.Background(), true)
+				}
+			}
+		}
+
+		rows := topic.book(t).Reconcile(start.Add(time.Hour), 0)
+		got := map[cell]Row{}
+		for _, r := range rows {
+			got[cell{r.Partition, r.Bucket.UnixMilli()}] = r
+		}
+		if len(got) != len(want) {
+			t.Fatalf("seed %d: %d cells reconciled, want %d", seed, len(got), len(want))
+		}
+		for c, tr := range want {
+			r := got[c]
+			handledOnce := tr.accepted - tr.lost
+			status := Complete
+			if tr.lost > 0 {
+				status = Short
+			}
+			if r.Accepted != tr.accepted || r.Forwarded+r.DeadLettered != handledOnce || r.DeadLettered > tr.dead ||
+				r.Missing != tr.lost || r.Extra != 0 || r.Status != status || r.Duplicates != tr.dups {
+				t.Fatalf("seed %d cell %+v: got %+v, want accepted %d, handled %d, missing %d, duplicates %d",
+					seed, c, r, tr.accepted, handledOnce, tr.lost, tr.dups)
+			}
+		}
+	}
+}

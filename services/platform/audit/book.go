@@ -1,0 +1,209 @@
+package audit
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+)
+
+// Book holds the latest record of every key of the audit topic: what each incarnation
+// published. Apply is a follow.ApplyFunc. Its methods are safe for concurrent use.
+type Book struct {
+	log *zap.Logger
+
+	mu      sync.Mutex
+	counts  map[Key]Value
+	beats   map[Key]Value
+	skipped int64
+}
+
+// NewBook returns an empty Book.
+func NewBook(log *zap.Logger) *Book {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Book{log: log, counts: map[Key]Value{}, beats: map[Key]Value{}}
+}
+
+// Apply takes one record of the audit topic. A record that is no audit record is
+// skipped, counted and logged with its partition and offset.
+func (b *Book) Apply(_ context.Context, msg kafka.Message) error {
+	k, v, err := parse(msg)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil {
+		b.skipped++
+		b.log.Warn("skipping a record of the audit topic that is no audit record",
+			zap.Int("partition", msg.Partition), zap.Int64("offset", msg.Offset), zap.Error(err))
+		return nil
+	}
+	m := b.counts
+	if k.beat() {
+		m = b.beats
+	}
+	if v == nil {
+		delete(m, k)
+	} else {
+		m[k] = *v
+	}
+	return nil
+}
+
+// Skipped is how many records were no audit record.
+func (b *Book) Skipped() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.skipped
+}
+
+// Reconcile compares the tiers in every bucket the book holds (see Reconcile).
+func (b *Book) Reconcile(now time.Time, grace time.Duration) []Row {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Reconcile(b.counts, b.beats, now, grace)
+}
+
+// Statuses of a Row.
+const (
+	Complete = "complete" // processing handled exactly the events ingestion accepted
+	Short    = "short"    // fewer: events accepted and never handled
+	Over     = "over"     // more: events handled that no ingestion replica counted
+	Open     = "open"     // still within the grace period: counts may yet arrive
+)
+
+// Row is one partition and bucket, reconciled.
+type Row struct {
+	Partition int       `json:"partition"`
+	Bucket    time.Time `json:"bucket"`
+	Width     int64     `json:"width_ms"`
+	// Accepted: events ingestion acknowledged, summed over its incarnations.
+	Accepted int64 `json:"accepted"`
+	// Forwarded and DeadLettered: distinct offsets processing handled. An offset both
+	// forwarded and dead-lettered (by two readers) counts as forwarded.
+	Forwarded    int64 `json:"forwarded"`
+	DeadLettered int64 `json:"dead_lettered"`
+	// Duplicates: offsets handled again, by another reader or after a restart.
+	Duplicates int64 `json:"duplicates"`
+	// Missing and Extra: Accepted minus what was handled, when positive; or the other way.
+	Missing int64  `json:"missing"`
+	Extra   int64  `json:"over"`
+	Status  string `json:"status"`
+	// Unpublished: ingestion incarnations that stopped without publishing their last
+	// counts while this bucket was open: their last interval's events are not in
+	// Accepted, so the bucket may be over by that many.
+	Unpublished []string `json:"unpublished,omitempty"`
+}
+
+// Settled reports whether the row's grace period has passed.
+func (r Row) Settled() bool { return r.Status != Open }
+
+type cell struct {
+	partition int
+	bucket    int64
+}
+
+// Reconcile compares, per partition and bucket, the events ingestion accepted with the
+// offsets processing forwarded and dead-lettered, from the latest record of every key
+// (counts) and every incarnation's beat (beats). A bucket is settled once grace has
+// passed since its end: until then it is Open. Rows come in bucket, then partition order.
+func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) []Row {
+	type acc struct {
+		width     int64
+		accepted  int64
+		fwd, dead Ranges
+		handled   int64 // offsets counted, every reader's
+	}
+	cells := map[cell]*acc{}
+	for k, v := range counts {
+		c := cell{k.Partition, k.Bucket}
+		a := cells[c]
+		if a == nil {
+			a = &acc{width: v.Width}
+			cells[c] = a
+		}
+		a.width = max(a.width, v.Width)
+		a.accepted += v.Accepted
+		a.fwd = a.fwd.Union(v.Forwarded)
+		a.dead = a.dead.Union(v.DeadLettered)
+		a.handled += v.Forwarded.Len() + v.DeadLettered.Len()
+	}
+	dead := deadIngestion(beats, now)
+	rows := make([]Row, 0, len(cells))
+	for c, a := range cells {
+		fwd := a.fwd.Len()
+		dl := a.dead.Minus(a.fwd).Len()
+		r := Row{Partition: c.partition, Bucket: time.UnixMilli(c.bucket).UTC(), Width: a.width, Accepted: a.accepted,
+			Forwarded: fwd, DeadLettered: dl, Duplicates: a.handled - fwd - dl}
+		diff := a.accepted - fwd - dl
+		r.Missing, r.Extra = max(diff, 0), max(-diff, 0)
+		end := c.bucket + a.width
+		for inc, d := range dead {
+			// Counts of up to one interval before its last beat may be unpublished.
+			if c.bucket <= d.At && end > d.At-d.Every {
+				r.Unpublished = append(r.Unpublished, inc)
+			}
+		}
+		slices.Sort(r.Unpublished)
+		switch {
+		case now.UnixMilli() < end+grace.Milliseconds():
+			r.Status = Open
+		case diff > 0:
+			r.Status = Short
+		case diff < 0:
+			r.Status = Over
+		default:
+			r.Status = Complete
+		}
+		rows = append(rows, r)
+	}
+	slices.SortFunc(rows, func(a, b Row) int {
+		if c := a.Bucket.Compare(b.Bucket); c != 0 {
+			return c
+		}
+		return a.Partition - b.Partition
+	})
+	return rows
+}
+
+// deadIngestion returns the ingestion incarnations that stopped without a final beat:
+// their last beat is older than three of their intervals.
+func deadIngestion(beats map[Key]Value, now time.Time) map[string]Value {
+	out := map[string]Value{}
+	for k, v := range beats {
+		if k.Tier == Ingestion && !v.Final && now.UnixMilli()-v.At > 3*v.Every {
+			out[k.Incarnation] = v
+		}
+	}
+	return out
+}
+
+// Totals sums rows.
+type Totals struct {
+	Buckets      map[string]int `json:"buckets"` // by status
+	Accepted     int64          `json:"accepted"`
+	Forwarded    int64          `json:"forwarded"`
+	DeadLettered int64          `json:"dead_lettered"`
+	Duplicates   int64          `json:"duplicates"`
+	Missing      int64          `json:"missing"`
+	Extra        int64          `json:"over"`
+}
+
+// Sum adds up rows.
+func Sum(rows []Row) Totals {
+	t := Totals{Buckets: map[string]int{Complete: 0, Short: 0, Over: 0, Open: 0}}
+	for _, r := range rows {
+		t.Buckets[r.Status]++
+		t.Accepted += r.Accepted
+		t.Forwarded += r.Forwarded
+		t.DeadLettered += r.DeadLettered
+		t.Duplicates += r.Duplicates
+		t.Missing += r.Missing
+		t.Extra += r.Extra
+	}
+	return t
+}
+

@@ -1,0 +1,209 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+)
+
+// Writer is what a Tally publishes with: a *kafka.Writer to the audit topic
+// (cluster.NewWriter).
+type Writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Opt tunes a Tally.
+type Opt interface{ apply(*Tally) }
+
+type optFunc func(*Tally)
+
+func (f optFunc) apply(t *Tally) { f(t) }
+
+// WithWidth sets a bucket's width (default DefaultWidth). Every tier must use the same.
+func WithWidth(d time.Duration) Opt { return optFunc(func(t *Tally) { t.width = d.Milliseconds() }) }
+
+// WithInterval sets how often Run publishes (default 5s): what a replica that dies
+// can lose of its counts.
+func WithInterval(d time.Duration) Opt { return optFunc(func(t *Tally) { t.every = d }) }
+
+// WithLogger logs failed publishes.
+func WithLogger(l *zap.Logger) Opt { return optFunc(func(t *Tally) { t.log = l }) }
+
+// WithClock stamps records with now.
+func WithClock(now func() time.Time) Opt { return optFunc(func(t *Tally) { t.now = now }) }
+
+// slot is one partition and bucket.
+type slot struct {
+	partition int32
+	bucket    int64
+}
+
+type count struct {
+	accepted    int64
+	fwd, dead   Ranges
+	dirty       bool      // changed since it was last published
+	lastChanged time.Time // for forgetting buckets the topic no longer keeps
+}
+
+// Tally counts one incarnation's events and publishes the counts. Its methods are safe
+// for concurrent use.
+//
+// The invariant: the latest published record of a slot holds every event counted in it
+// before the Flush that wrote it began.
+type Tally struct {
+	tier, incarnation string
+	w                 Writer
+	width             int64
+	every             time.Duration
+	log               *zap.Logger
+	now               func() time.Time
+
+	mu     sync.Mutex
+	counts map[slot]*count
+
+	flushMu sync.Mutex // one Flush at a time, so an older count never lands after a newer
+	errors  atomic.Int64
+}
+
+// New returns a Tally of tier (Ingestion or Processing) for incarnation (see
+// Incarnation), publishing with w.
+func New(tier, incarnation string, w Writer, opts ...Opt) (*Tally, error) {
+	t := &Tally{tier: tier, incarnation: incarnation, w: w, width: DefaultWidth.Milliseconds(), every: 5 * time.Second,
+		log: zap.NewNop(), now: time.Now, counts: map[slot]*count{}}
+	for _, o := range opts {
+		o.apply(t)
+	}
+	switch {
+	case tier != Ingestion && tier != Processing:
+		return nil, fmt.Errorf("audit: tier %q is neither %q nor %q", tier, Ingestion, Processing)
+	case incarnation == "":
+		return nil, errors.New("audit: no incarnation")
+	case w == nil:
+		return nil, errors.New("audit: no writer")
+	case t.width <= 0:
+		return nil, errors.New("audit: a bucket's width must be at least a millisecond")
+	case t.every <= 0:
+		return nil, errors.New("audit: the publishing interval must be positive")
+	}
+	return t, nil
+}
+
+// Incarnation is the name the Tally counts under.
+func (t *Tally) Incarnation() string { return t.incarnation }
+
+// Errors is how many publishes failed.
+func (t *Tally) Errors() int64 { return t.errors.Load() }
+
+func (t *Tally) slot(partition int, at time.Time) *count {
+	s := slot{int32(partition), bucketOf(at, t.width)}
+	c := t.counts[s]
+	if c == nil {
+		c = &count{}
+		t.counts[s] = c
+	}
+	c.dirty = true
+	return c
+}
+
+// Accepted counts events ingestion acknowledged: each message's Partition and Time
+// (its ingestion time) say where it counts.
+func (t *Tally) Accepted(msgs []kafka.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var c *count
+	var last slot
+	for i := range msgs {
+		m := &msgs[i]
+		// A request's events share a partition and a time: one lookup for all of them.
+		if s := (slot{int32(m.Partition), bucketOf(m.Time, t.width)}); c == nil || s != last {
+			c, last = t.slot(m.Partition, m.Time), s
+		}
+		c.accepted++
+	}
+}
+
+// Handled counts a record processing forwarded, or dead-lettered, by its partition,
+// offset and time (the event's ingestion time).
+func (t *Tally) Handled(partition int, offset int64, at time.Time, deadLettered bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.slot(partition, at)
+	if deadLettered {
+		c.dead = c.dead.Add(offset)
+	} else {
+		c.fwd = c.fwd.Add(offset)
+	}
+}
+
+// Flush publishes every count that changed since the last Flush, and a beat (final: the
+// incarnation stops, with everything published). If the write fails, those counts are
+// published by the next Flush.
+func (t *Tally) Flush(ctx context.Context, final bool) error {
+	t.flushMu.Lock()
+	defer t.flushMu.Unlock()
+	now := t.now()
+	t.mu.Lock()
+	var msgs []kafka.Message
+	var sent []*count
+	for s, c := range t.counts {
+		if !c.dirty {
+			// Forgotten once the topic has deleted it: only a record older than its
+			// retention could count in it again.
+			if now.Sub(c.lastChanged) > retention {
+				delete(t.counts, s)
+			}
+			continue
+		}
+		k := Key{Tier: t.tier, Incarnation: t.incarnation, Partition: int(s.partition), Bucket: s.bucket}
+		v := Value{At: now.UnixMilli(), Width: t.width, Accepted: c.accepted, Forwarded: c.fwd, DeadLettered: c.dead}
+		msgs = append(msgs, kafka.Message{Key: []byte(k.String()), Value: v.Encode()})
+		c.dirty, c.lastChanged = false, now
+		sent = append(sent, c)
+	}
+	t.mu.Unlock()
+	beat := Value{At: now.UnixMilli(), Every: t.every.Milliseconds(), Final: final}
+	msgs = append(msgs, kafka.Message{Key: []byte(Key{Tier: t.tier, Incarnation: t.incarnation, Partition: -1}.String()), Value: beat.Encode()})
+	if err := t.w.WriteMessages(ctx, msgs...); err != nil {
+		t.mu.Lock()
+		for _, c := range sent {
+			c.dirty = true
+		}
+		t.mu.Unlock()
+		t.errors.Add(1)
+		return fmt.Errorf("publish %d audit counts: %w", len(sent), err)
+	}
+	return nil
+}
+
+// Run publishes every interval until ctx ends. It does not publish the final counts:
+// call Flush with final once nothing more is counted.
+func (t *Tally) Run(ctx context.Context) {
+	tick := time.NewTicker(t.every)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := t.Flush(ctx, false); err != nil {
+			if !failing && ctx.Err() == nil {
+				t.log.Warn("publishing audit counts failed; retried every interval (logged once until it works)", zap.Error(err))
+			}
+			failing = true
+		} else if failing {
+			t.log.Info("publishing audit counts works again")
+			failing = false
+		}
+	}
+}
