@@ -31,6 +31,7 @@ import (
 	"github.com/sluice-dev/sluice/services/ingestion/internal/metrics"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/server"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/sink"
+	"github.com/sluice-dev/sluice/services/platform/audit"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/platform/mirror"
 )
@@ -117,8 +118,25 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 		Log: log.Named("sink"),
 	})
 
+	var tally *audit.Tally
+	var auditor server.Auditor // stays a nil interface without the audit
+	if cfg.AuditTopic != "" {
+		aw, err := audit.NewWriter(kc, cfg.AuditTopic)
+		if err != nil {
+			return err
+		}
+		defer cluster.CloseWriter(aw)
+		tally, err = audit.New(audit.Ingestion, audit.Incarnation(cfg.ReplicaID), aw, audit.WithWidth(cfg.AuditBucket),
+			audit.WithInterval(cfg.AuditInterval), audit.WithLogger(log.Named("audit")))
+		if err != nil {
+			return err
+		}
+		auditor = tally
+		m.WatchAudit(tally.Errors)
+	}
+
 	limiter := limit.NewLimiter()
-	srv := server.New(server.Config{Replica: cfg.ReplicaID, MaxBodyBytes: cfg.MaxBodyBytes, Keys: keys},
+	srv := server.New(server.Config{Replica: cfg.ReplicaID, MaxBodyBytes: cfg.MaxBodyBytes, Keys: keys, Audit: auditor},
 		table, limit.NewEnforcer(table, fl, limiter), fl, out, m)
 	m.WatchTable(table.Stats)
 	m.WatchFleet(fl.Size)
@@ -153,6 +171,12 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 		_ = out.Run(bg)
 	})
 	wg.Go(func() { forgetFullBuckets(bg, limiter) })
+	if tally != nil {
+		wg.Go(func() {
+			ensureAuditTopic(ctx, log, cfg, kc)
+			tally.Run(bg)
+		})
+	}
 	if cfg.MirrorHeartbeatTopic != "" {
 		ages := mirror.NewAges(log.Named("mirror"))
 		hb, err := follow.New(kc, cfg.MirrorHeartbeatTopic, ages.Apply, follow.WithLogger(log.Named("mirror")))
@@ -183,7 +207,7 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	case err := <-serveErr:
 		failed = fmt.Errorf("serve http: %w", err)
 	}
-	failed = errors.Join(failed, shutdown(log, cfg.ShutdownTimeout, srv, hs, out, sinkDone, fl))
+	failed = errors.Join(failed, shutdown(log, cfg.ShutdownTimeout, srv, hs, out, sinkDone, fl, tally))
 	stopBg()
 	return failed
 }
@@ -198,12 +222,13 @@ func eventsWriter(kc cluster.Config, cfg config.Config) (*kafka.Writer, error) {
 		cluster.WithBatch(cfg.BatchTimeout, 250, int64(max(cfg.MaxEventBytes+4096, 1<<20))),
 		// The sink retries what fails until each request's deadline; kafka-go's own
 		// retries would only hide the failure from it.
-		cluster.WithRetries(2, 10*time.Millisecond, 250*time.Millisecond))
+		cluster.WithRetries(2, 10*time.Millisecond, 250*time.Millisecond),
+		cluster.WithBalancer(sink.RecordPartitions))
 }
 
 // shutdown stops taking requests, lets those in flight get their answers, flushes the
 // sink, and leaves the fleet, all before timeout.
-func shutdown(log *zap.Logger, timeout time.Duration, srv *server.Server, hs *http.Server, out *sink.Sink, sinkDone <-chan struct{}, fl *fleet.Fleet) error {
+func shutdown(log *zap.Logger, timeout time.Duration, srv *server.Server, hs *http.Server, out *sink.Sink, sinkDone <-chan struct{}, fl *fleet.Fleet, tally *audit.Tally) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var errs []error
@@ -216,6 +241,12 @@ func shutdown(log *zap.Logger, timeout time.Duration, srv *server.Server, hs *ht
 	case <-sinkDone:
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("flush events: %w (%d events not written)", ctx.Err(), out.Buffered()))
+	}
+	// Every request is answered: the counts are final.
+	if tally != nil {
+		if err := tally.Flush(ctx, true); err != nil {
+			errs = append(errs, fmt.Errorf("publish the last audit counts: %w", err))
+		}
 	}
 	if err := fl.Leave(ctx); err != nil {
 		// The others stop counting this replica after the TTL instead.
@@ -251,6 +282,18 @@ func ensureEventsTopic(ctx context.Context, log *zap.Logger, cfg config.Config, 
 		created, err := cluster.CreateTopics(ctx, kc, event.TopicConfig(cfg.EventsTopic, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 		if len(created) > 0 {
 			log.Info("created events topic", zap.String("topic", cfg.EventsTopic), zap.Int("partitions", cfg.EventsPartitions))
+		}
+		return err
+	})
+}
+
+// ensureAuditTopic creates the audit topic if it is missing, retrying like
+// ensureMembersTopic.
+func ensureAuditTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc cluster.Config) {
+	retry(ctx, log, "ensure audit topic", func() error {
+		created, err := audit.EnsureTopic(ctx, kc, cfg.AuditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas)
+		if created {
+			log.Info("created audit topic", zap.String("topic", cfg.AuditTopic))
 		}
 		return err
 	})

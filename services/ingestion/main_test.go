@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -19,8 +20,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/services/ingestion/internal/config"
+	"github.com/sluice-dev/sluice/services/platform/audit"
 	"github.com/sluice-dev/sluice/services/platform/envconfig"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/platform/mirror"
@@ -548,4 +551,68 @@ func TestServiceReportsTheMirrorsLag(t *testing.T) {
 	if later := age(); later < first+0.4 {
 		t.Fatalf("age went from %.3fs to %.3fs in 500ms without a heartbeat, want it to grow", first, later)
 	}
+}
+
+// TestAuditCountsWhatWasWritten: the audit counts of two incarnations of one replica (a
+// restart in between) add up, per partition and bucket, to exactly the events on the
+// events topic: each event counted once, on the partition it was written to.
+func TestAuditCountsWhatWasWritten(t *testing.T) {
+	s := throttletest.Start(t, throttletest.Options{})
+	s.CreateTopic(t, throttleTopic, 3)
+	cfg := testConfig(t, s, "replica-a")
+	cfg.AuditTopic = "audit.ingestion"
+	cfg.AuditInterval = 50 * time.Millisecond
+	cfg.AuditBucket = 200 * time.Millisecond // several buckets in one test
+	sent := 0
+	for run := range 2 {
+		svc := startService(t, cfg)
+		svc.waitReady(t)
+		for i := range 60 {
+			var b strings.Builder
+			b.WriteByte('[')
+			for j := range 1 + i%3 {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `{"customer":"c-%d","id":"r%d-%d-%d"}`, i%17, run, i, j)
+				sent++
+			}
+			b.WriteByte(']')
+			if r := svc.post(t, b.String()); r.status != http.StatusAccepted {
+				t.Fatalf("post: %d %s", r.status, r.body)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		svc.stop(t) // a clean stop publishes the last counts
+	}
+
+	onTopic := map[[2]int64]int64{} // partition, bucket → events
+	width := cfg.AuditBucket.Milliseconds()
+	events := readEvents(t, s, cfg.EventsTopic)
+	for _, m := range events {
+		ms := m.Time.UnixMilli()
+		onTopic[[2]int64{int64(m.Partition), ms - ms%width}]++
+	}
+	book := audit.NewBook(nil)
+	kc, _ := cfg.Kafka("test")
+	if _, err := follow.Scan(t.Context(), kc, cfg.AuditTopic, func(m kafka.Message) error { return book.Apply(t.Context(), m) }); err != nil {
+		t.Fatal(err)
+	}
+	counted := map[[2]int64]int64{}
+	var total int64
+	for _, r := range book.Reconcile(time.Now().Add(time.Hour), 0) {
+		counted[[2]int64{int64(r.Partition), r.Bucket.UnixMilli()}] = r.Accepted
+		total += r.Accepted
+		if len(r.Unpublished) > 0 {
+			t.Errorf("bucket %v partition %d names %v as stopped unclean; both stopped cleanly", r.Bucket, r.Partition, r.Unpublished)
+		}
+	}
+	if len(events) != sent || total != int64(sent) || !maps.Equal(counted, onTopic) {
+		t.Fatalf("%d events sent, %d on the topic, %d counted; per partition and bucket counted %v, on the topic %v",
+			sent, len(events), total, counted, onTopic)
+	}
+	if book.Skipped() != 0 || len(onTopic) < 6 {
+		t.Fatalf("%d audit records skipped, %d cells: want none skipped and events spread over partitions and buckets", book.Skipped(), len(onTopic))
+	}
+	t.Logf("%d events in %d partition-buckets, counted exactly by two incarnations", sent, len(onTopic))
 }

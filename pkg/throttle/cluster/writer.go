@@ -34,6 +34,12 @@ func WithWriteTimeout(d time.Duration) WriterOpt {
 	return writerOptionFunc(func(w *kafka.Writer) { w.WriteTimeout = d })
 }
 
+// WithBalancer wraps the writer's balancer (Murmur2) in wrap, which must place each
+// record where the one it wraps does.
+func WithBalancer(wrap func(kafka.Balancer) kafka.Balancer) WriterOpt {
+	return writerOptionFunc(func(w *kafka.Writer) { w.Balancer = wrap(w.Balancer) })
+}
+
 // writerMetadataTTL is how long a writer trusts the leaders it knows.
 const writerMetadataTTL = time.Second
 

@@ -206,4 +206,3 @@ func Sum(rows []Row) Totals {
 	}
 	return t
 }
-

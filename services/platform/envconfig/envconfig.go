@@ -100,6 +100,27 @@ func (c Connection) TopicSpec() throttle.TopicSpec {
 	}
 }
 
+// Audit is where a service publishes its audit counts (package audit).
+type Audit struct {
+	// AuditTopic is the compacted topic of every tier's counts; empty turns the audit
+	// off. It is created when missing.
+	AuditTopic string `env:"AUDIT_TOPIC" envDefault:"sluice.audit"`
+	// AuditInterval is how often a replica publishes its counts: a replica that dies
+	// loses at most this much of them.
+	AuditInterval time.Duration `env:"AUDIT_INTERVAL" envDefault:"5s"`
+	// AuditBucket is the width of a bucket of ingestion time. Every service of a
+	// pipeline must use the same.
+	AuditBucket time.Duration `env:"AUDIT_BUCKET" envDefault:"1m"`
+}
+
+// Validate checks the audit settings that parse but cannot work.
+func (a Audit) Validate() error {
+	if a.AuditTopic != "" && (a.AuditInterval <= 0 || a.AuditBucket < time.Millisecond) {
+		return fmt.Errorf("AUDIT_INTERVAL (%s) must be positive and AUDIT_BUCKET (%s) at least 1ms", a.AuditInterval, a.AuditBucket)
+	}
+	return nil
+}
+
 // Log configures zap.
 type Log struct {
 	Format string `env:"LOG_FORMAT" envDefault:"json"` // json, or console for local use

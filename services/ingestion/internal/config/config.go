@@ -17,6 +17,7 @@ import (
 type Config struct {
 	envconfig.Connection
 	envconfig.Log
+	envconfig.Audit
 
 	// HTTPAddr is where the API, /healthz, /readyz and /metrics are served.
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
@@ -100,6 +101,9 @@ func (c Config) Validate() error {
 	check(c.WriteTimeout > 0, "WRITE_TIMEOUT %s: want > 0", c.WriteTimeout)
 	check(c.BatchTimeout > 0, "BATCH_TIMEOUT %s: want > 0", c.BatchTimeout)
 	check(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT %s: want > 0", c.ShutdownTimeout)
+	if err := c.Audit.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := c.Keys(); err != nil {
 		errs = append(errs, err)
 	}

@@ -128,6 +128,14 @@ func (m *Metrics) WatchBuffer(buffered func() int64, capacity int) {
 	}, func() float64 { return float64(buffered()) }))
 }
 
+// WatchAudit exports how many publishes of the audit counts failed.
+func (m *Metrics) WatchAudit(errors func() int64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sluice_ingestion_audit_publish_errors_total",
+		Help: "Publishes of this replica's audit counts that failed; each is retried with the next interval.",
+	}, func() float64 { return float64(errors()) }))
+}
+
 // WatchMirror exports, per region, the age of the newest mirror heartbeat (see
 // services/platform/mirror): in a second region, how far the mirror lags.
 func (m *Metrics) WatchMirror(age func(now time.Time) map[string]time.Duration) {

@@ -97,6 +97,9 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	unsettled = false
+	if s.cfg.Audit != nil {
+		s.cfg.Audit.Accepted(msgs)
+	}
 	if d.Verdict == limit.ShadowRejected {
 		s.metrics.Decided(metrics.ShadowRejected, n)
 	} else {
@@ -228,7 +231,8 @@ func appendMessages(msgs []kafka.Message, values []byte, events []inEvent, custo
 		if buf, err = stamp.Append(buf, events[i].ID, events[i].Payload); err != nil { // the parser checked both
 			return msgs, buf, err
 		}
-		msgs = append(msgs, kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)]})
+		// The record's timestamp is the ingestion time: the audit's bucket in every tier.
+		msgs = append(msgs, kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)], Time: now})
 	}
 	return msgs, buf, nil
 }

@@ -44,6 +44,15 @@ type Config struct {
 	Keys map[string]string
 	// Clock replaces time.Now, for tests.
 	Clock func() time.Time
+	// Audit counts the events of every 202, once the sink has written them (nil: no
+	// audit).
+	Audit Auditor
+}
+
+// Auditor counts accepted events by partition and ingestion time (an *audit.Tally).
+type Auditor interface {
+	// Accepted counts msgs, which the sink wrote: each one's Partition and Time are set.
+	Accepted(msgs []kafka.Message)
 }
 
 // Server serves the API. Create it with New; Handler returns its routes.

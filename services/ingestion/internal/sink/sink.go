@@ -50,6 +50,23 @@ var (
 	ErrTooLarge = errors.New("sink: too large")
 )
 
+// RecordPartitions wraps the balancer of the writer the sink writes with, so that each
+// message Write was given says, once written, which partition it went to (kafka-go
+// writes the partition only into its own copies). The audit counts by it.
+func RecordPartitions(b kafka.Balancer) kafka.Balancer { return recorder{b} }
+
+type recorder struct{ kafka.Balancer }
+
+// Balance runs on the goroutine of the Write that sent msg, and WriterData points at
+// that Write's own message.
+func (r recorder) Balance(msg kafka.Message, partitions ...int) int {
+	p := r.Balancer.Balance(msg, partitions...)
+	if m, ok := msg.WriterData.(*kafka.Message); ok {
+		m.Partition = p
+	}
+	return p
+}
+
 // Writer is what the sink writes with: a *kafka.Writer with Async false. Concurrent
 // calls must be safe. Once a call has returned nil, the writer holds no reference to the
 // messages (kafka.Writer has copied them into the produce request it sent), so callers
@@ -121,7 +138,9 @@ func (s *Sink) Buffered() int64 { return s.buffered.Load() }
 //
 // Write takes no context: a client that leaves does not stop the write, so what it was
 // sent is still written, as it would be had the client stayed for its answer. Once
-// Write has returned nil, msgs and the bytes they point to are the caller's again.
+// Write has returned nil, msgs and the bytes they point to are the caller's again, and
+// each message's Partition is the one it was written to when the writer's balancer is
+// wrapped by RecordPartitions.
 func (s *Sink) Write(msgs []kafka.Message) error {
 	n := int64(len(msgs))
 	if n == 0 {
@@ -153,6 +172,9 @@ func (s *Sink) Write(msgs []kafka.Message) error {
 	}
 	s.inFlight.Add(1)
 	s.mu.RUnlock()
+	for i := range msgs {
+		msgs[i].WriterData = &msgs[i]
+	}
 	defer s.inFlight.Done()
 	defer s.buffered.Add(-n)
 	return s.write(msgs, time.Now().Add(s.cfg.Timeout))
