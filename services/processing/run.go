@@ -16,6 +16,8 @@ import (
 
 	"github.com/sluice-dev/sluice/pkg/throttle"
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/pkg/throttle/follow"
+	"github.com/sluice-dev/sluice/services/platform/audit"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/platform/mirror"
 	"github.com/sluice-dev/sluice/services/processing/internal/admin"
@@ -85,10 +87,35 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 	if err != nil {
 		return err
 	}
+	consumeOpts := []consume.Option{consume.WithObserver(ctrl), consume.WithMetrics(m), consume.WithLogger(log)}
+	// The audit: this replica's counts, and the reconciliation of every replica's.
+	var tally *audit.Tally
+	var auditBook *follow.Follower
+	if cfg.AuditTopic != "" {
+		aw, err := audit.NewWriter(kc, cfg.AuditTopic)
+		if err != nil {
+			return err
+		}
+		defer cluster.CloseWriter(aw)
+		tally, err = audit.New(audit.Processing, audit.Incarnation(cfg.InstanceID), aw, audit.WithWidth(cfg.AuditBucket),
+			audit.WithInterval(cfg.AuditInterval), audit.WithLogger(log.Named("audit")))
+		if err != nil {
+			return err
+		}
+		consumeOpts = append(consumeOpts, consume.WithAudit(tally))
+		book := audit.NewBook(log.Named("audit"))
+		if auditBook, err = follow.New(kc, cfg.AuditTopic, book.Apply, follow.WithLogger(log.Named("audit"))); err != nil {
+			return err
+		}
+		metrics.WatchAudit(reg, func(now time.Time) []audit.Row {
+			book.Forget(now.Add(-cfg.AuditWindow))
+			return book.Reconcile(now, cfg.AuditGrace)
+		}, cfg.AuditWindow, tally.Errors, book.Skipped)
+	}
 	cons, err := consume.New(kc, cfg.EventsTopic, cfg.ConsumerGroup, dlq, consume.NewForwarder(processed), consume.Config{
 		Retries: cfg.HandlerRetries, Backoff: cfg.HandlerBackoff, HandlerTimeout: cfg.HandlerTimeout,
 		CommitInterval: cfg.CommitInterval, InstanceID: cfg.InstanceID,
-	}, consume.WithObserver(ctrl), consume.WithMetrics(m), consume.WithLogger(log))
+	}, consumeOpts...)
 	if err != nil {
 		return err
 	}
@@ -140,6 +167,13 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 		bg.Go(name, func() error { return f(bgCtx) })
 	}
 	bg.Go("autothrottle ticker", func() error { return ctrl.Run(bgCtx, time.Second) })
+	if tally != nil {
+		bg.Go("audit beat", func() error {
+			tally.Run(bgCtx)
+			return nil
+		})
+		bg.Go("audit reconciliation", func() error { return auditBook.Run(bgCtx) })
+	}
 	if heartbeats != nil {
 		bg.Go("mirror heartbeat", func() error {
 			mirror.Beat(bgCtx, heartbeats, cfg.Region, time.Second, log.Named("mirror"))
@@ -181,6 +215,10 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 	// 1. Stop consuming: the event in hand is finished, handled offsets committed.
 	stopConsuming()
 	errs = append(errs, consumer.Wait(sctx))
+	if tally != nil {
+		// Nothing more is handled: the counts are final.
+		errs = append(errs, tally.Flush(sctx, true))
+	}
 	// 2. Flush and close the Kafka clients (the writers are synchronous: nothing is
 	// buffered, Close releases connections).
 	errs = append(errs, within(sctx, "close kafka clients", func() error {
@@ -203,6 +241,9 @@ func ensureTopics(ctx context.Context, kc cluster.Config, cfg config.Config, log
 	var topics []kafka.TopicConfig
 	for _, name := range []string{cfg.EventsTopic, cfg.ProcessedTopic, cfg.DLQTopic} {
 		topics = append(topics, event.TopicConfig(name, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
+	}
+	if cfg.AuditTopic != "" {
+		topics = append(topics, audit.TopicConfig(cfg.AuditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 	}
 	if cfg.MirrorHeartbeatTopic != "" {
 		topics = append(topics, mirror.TopicConfig(cfg.MirrorHeartbeatTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas))

@@ -60,6 +60,18 @@ func (b *Book) Skipped() int64 {
 	return b.skipped
 }
 
+// Forget drops the counts of buckets that ended before t: a reader that reconciles only
+// recent buckets keeps memory to those.
+func (b *Book) Forget(t time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, v := range b.counts {
+		if k.Bucket+v.Width < t.UnixMilli() {
+			delete(b.counts, k)
+		}
+	}
+}
+
 // Reconcile compares the tiers in every bucket the book holds (see Reconcile).
 func (b *Book) Reconcile(now time.Time, grace time.Duration) []Row {
 	b.mu.Lock()

@@ -81,6 +81,14 @@ type Config struct {
 	// Region names this region in the mirror heartbeats it writes every second when
 	// MIRROR_HEARTBEAT_TOPIC is set (required then).
 	Region string `env:"REGION"`
+
+	envconfig.Audit
+	// AuditGrace is how long after a bucket's end its counts may still arrive (publishing
+	// intervals, consumer lag); after it the bucket is settled: complete, short or over.
+	AuditGrace time.Duration `env:"AUDIT_GRACE" envDefault:"2m"`
+	// AuditWindow is how far back the sluice_audit_* metrics look: settled buckets that
+	// ended within it.
+	AuditWindow time.Duration `env:"AUDIT_WINDOW" envDefault:"1h"`
 }
 
 // Load reads the configuration from the environment, fills the defaults that depend on
@@ -123,6 +131,12 @@ func (c Config) Validate() error {
 	}
 	if c.MirrorHeartbeatTopic != "" && c.Region == "" {
 		bad("REGION", "empty, but MIRROR_HEARTBEAT_TOPIC is set: name the region its heartbeats come from")
+	}
+	if err := c.Audit.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.AuditTopic != "" && (c.AuditGrace < 0 || c.AuditWindow <= 0) {
+		bad("AUDIT_GRACE", "%s must not be negative, and AUDIT_WINDOW (%s) must be positive", c.AuditGrace, c.AuditWindow)
 	}
 	if c.EventsPartitions <= 0 {
 		bad("EVENTS_TOPIC_PARTITIONS", "%d is not positive", c.EventsPartitions)

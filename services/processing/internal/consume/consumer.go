@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/services/platform/audit"
 	"github.com/sluice-dev/sluice/services/platform/event"
 	"github.com/sluice-dev/sluice/services/platform/wait"
 	"github.com/sluice-dev/sluice/services/processing/internal/metrics"
@@ -88,6 +89,11 @@ func WithMetrics(m *metrics.Metrics) Option { return optionFunc(func(c *Consumer
 // WithLogger logs dead letters, commit failures and fetch errors.
 func WithLogger(l *zap.Logger) Option { return optionFunc(func(c *Consumer) { c.log = l }) }
 
+// WithAudit counts every record forwarded or dead-lettered on t, and publishes t's
+// counts before each commit: a record is committed only once its count is published,
+// so a crash loses no count, and what the next owner handles again is a duplicate.
+func WithAudit(t *audit.Tally) Option { return optionFunc(func(c *Consumer) { c.audit = t }) }
+
 // WithClock makes the consumer measure event ages and stamp dead letters with now.
 func WithClock(now func() time.Time) Option { return optionFunc(func(c *Consumer) { c.now = now }) }
 
@@ -105,6 +111,7 @@ type Consumer struct {
 	metrics  *metrics.Metrics
 	log      *zap.Logger
 	now      func() time.Time
+	audit    *audit.Tally
 
 	running atomic.Bool
 	failing atomic.Bool // joining the group failed last time
@@ -401,10 +408,14 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
-	if len(dead) > 0 && c.deadLetters(ctx, batch, dead) {
+	deadDone := len(dead) > 0 && c.deadLetters(ctx, batch, dead)
+	if deadDone {
 		for _, d := range dead {
 			done[d.index] = true
 		}
+	}
+	if c.audit != nil {
+		c.count(batch, done, dead, deadDone)
 	}
 
 	blocked := map[int]bool{}
@@ -420,12 +431,40 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 	}
 }
 
+// count counts the batch's records done on the audit tally: dead-lettered, or forwarded.
+func (c *Consumer) count(batch []fetched, done []bool, dead []deadLetter, deadDone bool) {
+	isDead := make(map[int]bool, len(dead))
+	if deadDone {
+		for _, d := range dead {
+			isDead[d.index] = true
+		}
+	}
+	for i, f := range batch {
+		if done[i] && !f.idle {
+			c.audit.Handled(f.msg.Partition, f.msg.Offset, f.msg.Time, isDead[i])
+		}
+	}
+}
+
 // commit commits next, the offset to resume from per partition, in this generation. A
 // failure (a rebalance, a coordinator that moved) keeps them for the next commit:
 // delivery is at least once.
+//
+// With the audit, the counts are published first: an offset is committed only once
+// every record below it is counted in the audit topic.
 func (c *Consumer) commit(gen *kafka.Generation, next map[int]int64) error {
 	if len(next) == 0 {
 		return nil
+	}
+	if c.audit != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		err := c.audit.Flush(ctx, false)
+		cancel()
+		if err != nil {
+			c.metrics.CommitErrors.Inc()
+			c.log.Warn("commit offsets held: the audit counts were not published", zap.Int("partitions", len(next)), zap.Error(err))
+			return fmt.Errorf("commit %d partitions: %w", len(next), err)
+		}
 	}
 	offsets := map[string]map[int]int64{c.topic: maps.Clone(next)}
 	if err := gen.CommitOffsets(offsets); err != nil {

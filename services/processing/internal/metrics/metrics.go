@@ -4,7 +4,10 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluice-dev/sluice/services/platform/audit"
 )
 
 // Label values of Throttles' action label.
@@ -91,3 +94,62 @@ func New(reg prometheus.Registerer) *Metrics {
 
 // Discard returns collectors registered nowhere, for callers that do not export metrics.
 func Discard() *Metrics { return New(prometheus.NewRegistry()) }
+
+// WatchAudit exports the reconciliation of the audit topic: the settled buckets that
+// ended within window by status, and their events by kind. rows reconciles at now.
+// publishErrors counts this replica's failed publishes of its own counts; skipped, the
+// audit records that were no audit record.
+func WatchAudit(reg prometheus.Registerer, rows func(now time.Time) []audit.Row, window time.Duration, publishErrors, skipped func() int64) {
+	reg.MustRegister(&auditCollector{rows: rows, window: window, now: time.Now},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sluice_processing_audit_publish_errors_total",
+			Help: "Publishes of this replica's audit counts that failed; the offsets they cover stay uncommitted until one works.",
+		}, func() float64 { return float64(publishErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sluice_audit_skipped_records_total",
+			Help: "Records of the audit topic that were no audit record: skipped, and logged with their partition and offset.",
+		}, func() float64 { return float64(skipped()) }))
+}
+
+var (
+	descAuditBuckets = prometheus.NewDesc("sluice_audit_buckets",
+		"Buckets (partition and minute of ingestion time) that ended within AUDIT_WINDOW, by status: complete, short (events accepted and never processed), over (processed and never counted as accepted), open (within AUDIT_GRACE).",
+		[]string{"status"}, nil)
+	descAuditEvents = prometheus.NewDesc("sluice_audit_events",
+		"Events of the settled buckets that ended within AUDIT_WINDOW, by kind: accepted by ingestion, forwarded and dead_lettered by processing (distinct offsets), duplicates (offsets processed again), missing (accepted, never processed), over.",
+		[]string{"kind"}, nil)
+)
+
+type auditCollector struct {
+	rows   func(now time.Time) []audit.Row
+	window time.Duration
+	now    func() time.Time
+}
+
+func (c *auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descAuditBuckets
+	ch <- descAuditEvents
+}
+
+func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
+	var recent, settled []audit.Row
+	for _, r := range c.rows(now) {
+		if end := r.Bucket.Add(time.Duration(r.Width) * time.Millisecond); now.Sub(end) > c.window {
+			continue
+		}
+		recent = append(recent, r)
+		if r.Settled() {
+			settled = append(settled, r)
+		}
+	}
+	buckets := audit.Sum(recent).Buckets
+	for _, s := range []string{audit.Complete, audit.Short, audit.Over, audit.Open} {
+		ch <- prometheus.MustNewConstMetric(descAuditBuckets, prometheus.GaugeValue, float64(buckets[s]), s)
+	}
+	t := audit.Sum(settled)
+	for kind, v := range map[string]int64{"accepted": t.Accepted, "forwarded": t.Forwarded, "dead_lettered": t.DeadLettered,
+		"duplicates": t.Duplicates, "missing": t.Missing, "over": t.Extra} {
+		ch <- prometheus.MustNewConstMetric(descAuditEvents, prometheus.GaugeValue, float64(v), kind)
+	}
+}
