@@ -170,7 +170,9 @@ func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- runWith(ctx, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), cfg, newThrottleTopic) }()
+	go func() {
+		done <- runWith(ctx, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), cfg, newThrottleTopic)
+	}()
 	metric := func(name, label string) int64 {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {

@@ -26,6 +26,7 @@ const (
 	exitError    = 1 // the command ran and failed: broker, registry, topic, input file
 	exitUsage    = 2 // bad command line or configuration: nothing was contacted
 	exitNotFound = 3 // get: the customer has no active throttle
+	exitShort    = 4 // audit: a settled bucket is short
 )
 
 // errNotFound is returned by commands that looked something up and found nothing.
@@ -44,6 +45,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 type config struct {
 	envconfig.Connection
 	envconfig.Log
+	envconfig.Audit
 	// Timeout bounds a whole command (for watch: reaching the broker and catching up).
 	Timeout time.Duration `env:"THROTTLECTL_TIMEOUT" envDefault:"30s"`
 }
@@ -70,7 +72,7 @@ func commands() []*command {
 	return []*command{
 		listCommand(), getCommand(), setCommand(), liftCommand(),
 		dumpCommand(), restoreCommand(), watchCommand(), ensureTopicCommand(),
-		versionCommand(),
+		auditCommand(), versionCommand(),
 	}
 }
 
@@ -217,6 +219,9 @@ func (c *command) exit(ctx context.Context, stderr io.Writer, err error) int {
 	case errors.Is(err, errNotFound):
 		fmt.Fprintf(stderr, "throttlectl %s: %v\n", c.name, err)
 		return exitNotFound
+	case errors.Is(err, errShort):
+		fmt.Fprintf(stderr, "throttlectl %s: %v\n", c.name, err)
+		return exitShort
 	default:
 		fmt.Fprintf(stderr, "throttlectl %s: %v\n", c.name, err)
 		return exitError
