@@ -92,6 +92,7 @@ func sharedStack(t *testing.T) *stack {
 
 func teardownShared(ctx context.Context) {
 	if shared.s != nil {
+		printAudit(ctx, shared.s)
 		shared.s.close(ctx)
 	}
 }
@@ -153,4 +154,26 @@ func round(d time.Duration) string {
 		return d.Round(time.Millisecond).String()
 	}
 	return d.Round(10 * time.Millisecond).String()
+}
+
+// printAudit prints the audit of the shared stack's run, `throttlectl audit`, with every
+// bucket settled: the services publish every second, so after a few seconds everything
+// they counted is on the audit topic.
+func printAudit(ctx context.Context, s *stack) {
+	time.Sleep(3 * time.Second)
+	out, errOut, code, err := s.runThrottlectl(ctx, nil, "audit", "--since", "24h", "--grace", "0s")
+	switch {
+	case err != nil:
+		record("audit", "throttlectl audit failed: %v", err)
+		return
+	case code != 0:
+		record("audit", "throttlectl audit exited %d: %s", code, strings.TrimSpace(string(errOut)))
+	}
+	fmt.Printf("\n=== e2e audit of the shared stack's run ===\n%s", out)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "total") || strings.HasPrefix(l, "missing") {
+			record("audit", "%s", strings.Join(strings.Fields(l), " "))
+		}
+	}
 }

@@ -97,6 +97,19 @@ func (s *stack) throttlectl(t *testing.T, input []byte, args ...string) (stdout,
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	stdout, stderr, code, err := s.runThrottlectl(ctx, input, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 {
+		t.Fatalf("throttlectl %s: exit code %d\n%s", strings.Join(args, " "), code, stderr)
+	}
+	return stdout, stderr
+}
+
+// runThrottlectl runs throttlectl as throttlectl does, and returns its output and exit
+// code.
+func (s *stack) runThrottlectl(ctx context.Context, input []byte, args ...string) (stdout, stderr []byte, code int, err error) {
 	req := testcontainers.ContainerRequest{
 		Image:      s.img.throttlectl,
 		Cmd:        args,
@@ -112,27 +125,24 @@ func (s *stack) throttlectl(t *testing.T, input []byte, args ...string) (stdout,
 	s.mu.Unlock()
 	n, err := s.run(ctx, name, "", "", req)
 	if err != nil {
-		t.Fatalf("throttlectl %s: %v", strings.Join(args, " "), err)
+		return nil, nil, 0, fmt.Errorf("throttlectl %s: %w", strings.Join(args, " "), err)
 	}
 	st, err := n.c.State(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, 0, err
 	}
 	cli, err := docker(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, 0, err
 	}
 	rc, err := cli.ContainerLogs(ctx, n.c.GetContainerID(), client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, 0, err
 	}
 	defer rc.Close()
 	var out, errOut bytes.Buffer
 	if _, err := stdcopy.StdCopy(&out, &errOut, rc); err != nil && err != io.EOF {
-		t.Fatal(err)
+		return nil, nil, 0, err
 	}
-	if st.ExitCode != 0 {
-		t.Fatalf("throttlectl %s: exit code %d\n%s", strings.Join(args, " "), st.ExitCode, errOut.String())
-	}
-	return out.Bytes(), errOut.Bytes()
+	return out.Bytes(), errOut.Bytes(), st.ExitCode, nil
 }

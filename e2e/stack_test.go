@@ -88,6 +88,7 @@ func processingEnv(token string) map[string]string {
 		"RENEW_MARGIN":            "15s",
 		"SWEEP_GRACE":             sweepGrace.String(),
 		"COMMIT_INTERVAL":         "500ms",
+		"AUDIT_INTERVAL":          "1s",
 		"SHUTDOWN_TIMEOUT":        "5s",
 		"LOG_LEVEL":               "info",
 	}
@@ -102,6 +103,7 @@ func ingestionEnv(replica string) map[string]string {
 		// Requests wait this long for Kafka before a 503: short, so that a scenario
 		// with the broker away does not wait on them.
 		"WRITE_TIMEOUT":    "3s",
+		"AUDIT_INTERVAL":   "1s",
 		"SHUTDOWN_TIMEOUT": "5s",
 		"LOG_LEVEL":        "info",
 	}
