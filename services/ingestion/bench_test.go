@@ -79,6 +79,13 @@ func startBench(b *testing.B) *benchStack {
 	cfg.Brokers, cfg.RegistryURL, cfg.ThrottleTopic = s.Brokers(), s.RegistryURL(), throttleTopic
 	cfg.ReplicaID, cfg.EventsPartitions = "bench", 6
 	cfg.BufferEvents = 1 << 20
+	return startReplica(b, s, cfg)
+}
+
+// startReplica runs one ingestion replica with cfg on s, and waits until it accepts
+// events.
+func startReplica(b *testing.B, s *throttletest.Stack, cfg config.Config) *benchStack {
+	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -449,4 +456,39 @@ func BenchmarkIngestLatency(b *testing.B) {
 	}
 	b.Logf("peak %.0f req/s; at %.0f req/s for %s: p50 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms",
 		peak, rate, run, pct(0.5), pct(0.99), pct(0.999), pct(1))
+}
+
+// BenchmarkAuditOverhead is a harness like BenchmarkIngestRatio (use -benchtime=1x): two
+// replicas of one stack, one with the audit and one without (AUDIT_TOPIC empty), take
+// turns, and it reports the median and lowest ratio of their accepted events/s, audit
+// on over off, per batch size.
+func BenchmarkAuditOverhead(b *testing.B) {
+	const rounds, turn = 8, time.Second
+	on := startBench(b)
+	if on.cfg.AuditTopic == "" {
+		b.Fatal("the default configuration has no audit")
+	}
+	offCfg := on.cfg
+	offCfg.ReplicaID, offCfg.AuditTopic = "bench-no-audit", ""
+	off := startReplica(b, on.stack, offCfg)
+	for _, batch := range []int{1, 10, 100} {
+		a, z := on.httpArm(b, batch), off.httpArm(b, batch)
+		ratios := make([]float64, 0, rounds)
+		for round := range rounds {
+			var ar, zr float64
+			if round%2 == 0 {
+				ar, zr = on.rate(b, a, batch, turn), off.rate(b, z, batch, turn)
+			} else {
+				zr, ar = off.rate(b, z, batch, turn), on.rate(b, a, batch, turn)
+			}
+			ratios = append(ratios, ar/zr)
+			b.Logf("batch=%d pair %d: audit on %.0f events/s, off %.0f events/s: %.1f%%", batch, round+1, ar, zr, 100*ar/zr)
+		}
+		slices.Sort(ratios)
+		median := (ratios[(rounds-1)/2] + ratios[rounds/2]) / 2
+		b.ReportMetric(100*median, fmt.Sprintf("median-on/off-%%/batch=%d", batch))
+		b.ReportMetric(100*ratios[0], fmt.Sprintf("lowest-on/off-%%/batch=%d", batch))
+		b.Logf("batch=%d: audit on/off median %.1f%%, lowest %.1f%%, highest %.1f%% of %d pairs",
+			batch, 100*median, 100*ratios[0], 100*ratios[len(ratios)-1], rounds)
+	}
 }
