@@ -206,6 +206,7 @@ func ingestionMetrics(t *testing.T) map[string]deploycheck.Metric {
 	m.WatchFleet(func() (int, bool) { return 2, true })
 	m.WatchBuffer(func() int64 { return 0 }, 10)
 	m.WatchMirror(func(time.Time) map[string]time.Duration { return map[string]time.Duration{"a": time.Second} })
+	m.WatchAudit(func() int64 { return 0 })
 	families, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -16,11 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/deploy/deploycheck"
 	"github.com/sluice-dev/sluice/pkg/throttle"
+	"github.com/sluice-dev/sluice/services/platform/audit"
 	"github.com/sluice-dev/sluice/services/platform/envconfig"
 	"github.com/sluice-dev/sluice/services/processing/internal/config"
 	"github.com/sluice-dev/sluice/services/processing/internal/consume"
@@ -150,6 +152,7 @@ func processingMetrics(t *testing.T) map[string]deploycheck.Metric {
 	t.Helper()
 	rec := &recordingRegisterer{Registerer: prometheus.NewRegistry(), metrics: map[string]deploycheck.Metric{}, t: t}
 	metrics.New(rec)
+	metrics.WatchAudit(rec, func(time.Time) []audit.Row { return nil }, time.Hour, func() int64 { return 0 }, func() int64 { return 0 })
 	if len(rec.metrics) < 5 {
 		t.Fatalf("read %d metrics from the processing collectors, want all of them: %v", len(rec.metrics), rec.metrics)
 	}
@@ -159,6 +162,8 @@ func processingMetrics(t *testing.T) map[string]deploycheck.Metric {
 		"reason":  {detect.MetricAge, detect.MetricShare, metrics.ReasonManual},
 		"stage":   {consume.StageDecode, consume.StageHandler},
 		"outcome": {"handled", "dead_lettered"},
+		"status":  {audit.Complete, audit.Short, audit.Over, audit.Open},
+		"kind":    {"accepted", "forwarded", "dead_lettered", "duplicates", "missing", "over"},
 	}
 	for name, info := range rec.metrics {
 		for l := range info.Labels {
