@@ -459,17 +459,17 @@ func BenchmarkIngestLatency(b *testing.B) {
 }
 
 // BenchmarkAuditOverhead is a harness like BenchmarkIngestRatio (use -benchtime=1x): two
-// replicas of one stack, one with the audit and one without (AUDIT_TOPIC empty), take
+// replicas of one stack, one with the audit and one without (AUDIT_ENABLED=false), take
 // turns, and it reports the median and lowest ratio of their accepted events/s, audit
 // on over off, per batch size.
 func BenchmarkAuditOverhead(b *testing.B) {
 	const rounds, turn = 8, time.Second
 	on := startBench(b)
-	if on.cfg.AuditTopic == "" {
+	if !on.cfg.AuditEnabled {
 		b.Fatal("the default configuration has no audit")
 	}
 	offCfg := on.cfg
-	offCfg.ReplicaID, offCfg.AuditTopic = "bench-no-audit", ""
+	offCfg.ReplicaID, offCfg.AuditEnabled = "bench-no-audit", false
 	off := startReplica(b, on.stack, offCfg)
 	for _, batch := range []int{1, 10, 100} {
 		a, z := on.httpArm(b, batch), off.httpArm(b, batch)

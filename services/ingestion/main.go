@@ -120,7 +120,7 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 
 	var tally *audit.Tally
 	var auditor server.Auditor // stays a nil interface without the audit
-	if cfg.AuditTopic != "" {
+	if cfg.AuditEnabled {
 		aw, err := audit.NewWriter(kc, cfg.AuditTopic)
 		if err != nil {
 			return err

@@ -91,7 +91,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 	// The audit: this replica's counts, and the reconciliation of every replica's.
 	var tally *audit.Tally
 	var auditBook *follow.Follower
-	if cfg.AuditTopic != "" {
+	if cfg.AuditEnabled {
 		aw, err := audit.NewWriter(kc, cfg.AuditTopic)
 		if err != nil {
 			return err
@@ -108,6 +108,9 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 			return err
 		}
 		metrics.WatchAudit(reg, func(now time.Time) []audit.Row {
+			if !auditBook.Ready() {
+				return nil // a part of the topic would show buckets short that are not
+			}
 			book.Forget(now.Add(-cfg.AuditWindow))
 			return book.Reconcile(now, cfg.AuditGrace)
 		}, cfg.AuditWindow, tally.Errors, book.Skipped)
@@ -242,7 +245,7 @@ func ensureTopics(ctx context.Context, kc cluster.Config, cfg config.Config, log
 	for _, name := range []string{cfg.EventsTopic, cfg.ProcessedTopic, cfg.DLQTopic} {
 		topics = append(topics, event.TopicConfig(name, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 	}
-	if cfg.AuditTopic != "" {
+	if cfg.AuditEnabled {
 		topics = append(topics, audit.TopicConfig(cfg.AuditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 	}
 	if cfg.MirrorHeartbeatTopic != "" {

@@ -102,8 +102,10 @@ func (c Connection) TopicSpec() throttle.TopicSpec {
 
 // Audit is where a service publishes its audit counts (package audit).
 type Audit struct {
-	// AuditTopic is the compacted topic of every tier's counts; empty turns the audit
-	// off. It is created when missing.
+	// AuditEnabled turns the audit on (the default) or off.
+	AuditEnabled bool `env:"AUDIT_ENABLED" envDefault:"true"`
+	// AuditTopic is the compacted topic of every tier's counts. It is created when
+	// missing.
 	AuditTopic string `env:"AUDIT_TOPIC" envDefault:"sluice.audit"`
 	// AuditInterval is how often a replica publishes its counts: a replica that dies
 	// loses at most this much of them.
@@ -115,8 +117,9 @@ type Audit struct {
 
 // Validate checks the audit settings that parse but cannot work.
 func (a Audit) Validate() error {
-	if a.AuditTopic != "" && (a.AuditInterval <= 0 || a.AuditBucket < time.Millisecond) {
-		return fmt.Errorf("AUDIT_INTERVAL (%s) must be positive and AUDIT_BUCKET (%s) at least 1ms", a.AuditInterval, a.AuditBucket)
+	if a.AuditEnabled && (a.AuditTopic == "" || a.AuditInterval <= 0 || a.AuditBucket < time.Millisecond) {
+		return fmt.Errorf("audit: AUDIT_TOPIC (%q) must be set, AUDIT_INTERVAL (%s) positive and AUDIT_BUCKET (%s) at least 1ms; AUDIT_ENABLED=false turns the audit off",
+			a.AuditTopic, a.AuditInterval, a.AuditBucket)
 	}
 	return nil
 }

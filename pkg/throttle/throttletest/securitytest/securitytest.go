@@ -31,6 +31,7 @@ import (
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/kafkacluster"
 	"github.com/sluice-dev/sluice/pkg/throttle/throttletest/registry"
+	"github.com/sluice-dev/sluice/services/platform/audit"
 	"github.com/sluice-dev/sluice/services/platform/event"
 )
 
@@ -138,13 +139,14 @@ func (e *Env) createTopics(t testing.TB, ctx context.Context) {
 	for _, name := range []string{"events", "events.processed", "events.dlq"} {
 		topics = append(topics, event.TopicConfig(name, 3, 3, 2))
 	}
+	topics = append(topics, audit.TopicConfig("sluice.audit", 3, 2))
 	if _, err := cluster.CreateTopics(ctx, kc, topics...); err != nil {
 		t.Fatalf("create event topics: %v", err)
 	}
 	if _, err := throttle.EnsureTopic(ctx, kc, throttle.TopicSpec{Name: "sluice.ingestion.members", Partitions: 1}); err != nil {
 		t.Fatalf("create membership topic: %v", err)
 	}
-	for _, name := range []string{throttle.DefaultTopic, "events", "events.processed", "events.dlq", "sluice.ingestion.members"} {
+	for _, name := range []string{throttle.DefaultTopic, "events", "events.processed", "events.dlq", "sluice.ingestion.members", "sluice.audit"} {
 		if err := e.Cluster.WaitLeaders(ctx, name, 0); err != nil {
 			t.Fatal(err)
 		}

@@ -135,7 +135,7 @@ func (c Config) Validate() error {
 	if err := c.Audit.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.AuditTopic != "" && (c.AuditGrace < 0 || c.AuditWindow <= 0) {
+	if c.AuditEnabled && (c.AuditGrace < 0 || c.AuditWindow <= 0) {
 		bad("AUDIT_GRACE", "%s must not be negative, and AUDIT_WINDOW (%s) must be positive", c.AuditGrace, c.AuditWindow)
 	}
 	if c.EventsPartitions <= 0 {
