@@ -203,8 +203,10 @@ func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 	in.accept(t, 60)
 	total := int64(150)
 
+	// Every event handled once the consumer is back in its group, every bucket settled.
 	waitService(t, done, "every bucket settled and reconciled", func() bool {
-		return metric("sluice_audit_events", `kind="accepted"`) == total && metric("sluice_audit_buckets", `status="open"`) == 0
+		return metric("sluice_audit_events", `kind="accepted"`) == total && metric("sluice_audit_buckets", `status="open"`) == 0 &&
+			metric("sluice_audit_events", `kind="forwarded"`)+metric("sluice_audit_events", `kind="dead_lettered"`) == total-deleted
 	})
 	missing, over := metric("sluice_audit_events", `kind="missing"`), metric("sluice_audit_events", `kind="over"`)
 	short := metric("sluice_audit_buckets", `status="short"`)

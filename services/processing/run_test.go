@@ -140,11 +140,11 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 }
 
-// waitService polls cond until it holds, failing the test after a minute or when the
+// waitService polls cond until it holds, failing the test after 3 minutes or when the
 // service run by runWith (its result on done) stops first.
 func waitService(t *testing.T, done <-chan error, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for !cond() {
 		select {
 		case err := <-done:
