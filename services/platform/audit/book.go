@@ -127,6 +127,7 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		width     int64
 		accepted  int64
 		fwd, dead Ranges
+		unranged  int64
 		handled   int64 // offsets counted, every reader's
 	}
 	cells := map[cell]*acc{}
@@ -141,12 +142,13 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		a.accepted += v.Accepted
 		a.fwd = a.fwd.Union(v.Forwarded)
 		a.dead = a.dead.Union(v.DeadLettered)
-		a.handled += v.Forwarded.Len() + v.DeadLettered.Len()
+		a.handled += v.Forwarded.Len() + v.DeadLettered.Len() + v.Unranged
+		a.unranged += v.Unranged
 	}
 	dead := deadIngestion(beats, now)
 	rows := make([]Row, 0, len(cells))
 	for c, a := range cells {
-		fwd := a.fwd.Len()
+		fwd := a.fwd.Len() + a.unranged // forwarded, nearly all: dead letters are few
 		dl := a.dead.Minus(a.fwd).Len()
 		r := Row{Partition: c.partition, Bucket: time.UnixMilli(c.bucket).UTC(), Width: a.width, Accepted: a.accepted,
 			Forwarded: fwd, DeadLettered: dl, Duplicates: a.handled - fwd - dl}

@@ -116,3 +116,28 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestCountBeyondMaxRangesStaysSmall: offsets that would need more than MaxRanges ranges
+// (a bucket interleaved with its neighbours on every other offset) are still counted,
+// the record stays far below a broker's message size, and the reconciliation adds them.
+func TestCountBeyondMaxRangesStaysSmall(t *testing.T) {
+	topic := &memTopic{}
+	at := time.UnixMilli(1_800_000_000_000)
+	tl, _ := New(Processing, "p.1", topic, WithClock(func() time.Time { return at }))
+	const n = 3 * MaxRanges
+	for off := range int64(n) {
+		tl.Handled(0, 2*off, at, false) // every other offset: one range each
+	}
+	if err := tl.Flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range topic.msgs {
+		if len(m.Value) > 512<<10 {
+			t.Fatalf("a record of %d bytes", len(m.Value))
+		}
+	}
+	rows := topic.book(t).Reconcile(at.Add(time.Hour), 0)
+	if len(rows) != 1 || rows[0].Forwarded != n || rows[0].Duplicates != 0 {
+		t.Fatalf("rows %+v: want %d forwarded, no duplicates", rows, n)
+	}
+}

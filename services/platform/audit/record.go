@@ -34,6 +34,11 @@ const (
 	Processing = "processing"
 )
 
+// MaxRanges bounds the ranges of offsets one count keeps, so that its record stays far
+// below a broker's message size whatever the offsets: a bucket's offsets interleave with
+// its neighbours' only as far as the ingestion replicas' clocks disagree.
+const MaxRanges = 10000
+
 // DefaultWidth is a bucket's width.
 const DefaultWidth = time.Minute
 
@@ -120,6 +125,9 @@ type Value struct {
 	// Forwarded and DeadLettered: the offsets processing handled.
 	Forwarded    Ranges `json:"forwarded,omitempty"`
 	DeadLettered Ranges `json:"dead_lettered,omitempty"`
+	// Unranged: offsets handled beyond MaxRanges, counted without their offsets, so
+	// without telling a second reading of them from a first.
+	Unranged int64 `json:"unranged,omitempty"`
 	// Every and Final: a beat's.
 	Every int64 `json:"every_ms,omitempty"`
 	Final bool  `json:"final,omitempty"`
@@ -148,9 +156,9 @@ func Decode(k Key, b []byte) (Value, error) {
 		return bad("a beat holds a time, an interval and a flag only")
 	case !k.beat() && (v.Width <= 0 || k.Bucket%v.Width != 0 || v.Every != 0 || v.Final):
 		return bad("a count needs a width its bucket is a multiple of")
-	case v.Accepted < 0 || !v.Forwarded.valid() || !v.DeadLettered.valid():
+	case v.Accepted < 0 || v.Unranged < 0 || !v.Forwarded.valid() || !v.DeadLettered.valid():
 		return bad("negative count or unordered offsets")
-	case k.Tier == Ingestion && (v.Forwarded != nil || v.DeadLettered != nil):
+	case k.Tier == Ingestion && (v.Forwarded != nil || v.DeadLettered != nil || v.Unranged != 0):
 		return bad("ingestion counts accepted events only")
 	case k.Tier == Processing && v.Accepted != 0:
 		return bad("processing counts offsets only")

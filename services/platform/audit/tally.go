@@ -47,6 +47,7 @@ type slot struct {
 type count struct {
 	accepted    int64
 	fwd, dead   Ranges
+	unranged    int64 // offsets handled beyond MaxRanges
 	dirty       bool      // changed since it was last published
 	lastChanged time.Time // for forgetting buckets the topic no longer keeps
 }
@@ -137,11 +138,15 @@ func (t *Tally) Handled(partition int, offset int64, at time.Time, deadLettered 
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := t.slot(partition, at)
+	r := &c.fwd
 	if deadLettered {
-		c.dead = c.dead.Add(offset)
-	} else {
-		c.fwd = c.fwd.Add(offset)
+		r = &c.dead
 	}
+	if n := len(*r); n >= MaxRanges && (*r)[n-1][1] != offset {
+		c.unranged++ // a new range would grow the record past its bound
+		return
+	}
+	*r = r.Add(offset)
 }
 
 // Flush publishes every count that changed since the last Flush, and a beat (final: the
@@ -164,7 +169,7 @@ func (t *Tally) Flush(ctx context.Context, final bool) error {
 			continue
 		}
 		k := Key{Tier: t.tier, Incarnation: t.incarnation, Partition: int(s.partition), Bucket: s.bucket}
-		v := Value{At: now.UnixMilli(), Width: t.width, Accepted: c.accepted, Forwarded: c.fwd, DeadLettered: c.dead}
+		v := Value{At: now.UnixMilli(), Width: t.width, Accepted: c.accepted, Forwarded: c.fwd, DeadLettered: c.dead, Unranged: c.unranged}
 		msgs = append(msgs, kafka.Message{Key: []byte(k.String()), Value: v.Encode()})
 		c.dirty, c.lastChanged = false, now
 		sent = append(sent, c)
