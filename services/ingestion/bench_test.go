@@ -318,29 +318,36 @@ func BenchmarkIngest(b *testing.B) {
 // to the next; arms measured seconds apart and in a fixed order (as BenchmarkIngest's
 // are) carry that drift into their ratio, and a single pair can land on a stall.
 func BenchmarkIngestRatio(b *testing.B) {
-	const ratioRounds, turn = 6, time.Second
 	bs := startBench(b)
 	for _, batch := range []int{1, 10, 100} {
 		h, r := bs.httpArm(b, batch), bs.rawArm(batch)
-		ratios := make([]float64, 0, ratioRounds)
-		for round := range ratioRounds {
-			var hr, rr float64
-			if round%2 == 0 {
-				hr, rr = bs.rate(b, h, batch, turn), bs.rate(b, r, batch, turn)
-			} else {
-				rr, hr = bs.rate(b, r, batch, turn), bs.rate(b, h, batch, turn)
-			}
-			ratios = append(ratios, hr/rr)
-			b.Logf("batch=%d pair %d: http %.0f events/s, kafka-go %.0f events/s: %.1f%%", batch, round+1, hr, rr, 100*hr/rr)
-		}
+		inTurns(b, batch, 6, "http", "kafka-go", "%",
+			func() float64 { return bs.rate(b, h, batch, time.Second) },
+			func() float64 { return bs.rate(b, r, batch, time.Second) })
 		r.close()
-		slices.Sort(ratios)
-		median := (ratios[(ratioRounds-1)/2] + ratios[ratioRounds/2]) / 2
-		b.ReportMetric(100*median, fmt.Sprintf("median-%%/batch=%d", batch))
-		b.ReportMetric(100*ratios[0], fmt.Sprintf("lowest-%%/batch=%d", batch))
-		b.Logf("batch=%d: http/kafka-go median %.1f%%, lowest %.1f%%, highest %.1f%% of %d pairs",
-			batch, 100*median, 100*ratios[0], 100*ratios[len(ratios)-1], ratioRounds)
 	}
+}
+
+// inTurns measures two arms' events/s in rounds of one pair, the first arm alternating,
+// and reports the median and lowest ratio of a's rate to z's.
+func inTurns(b *testing.B, batch, rounds int, aName, zName, unit string, a, z func() float64) {
+	ratios := make([]float64, 0, rounds)
+	for round := range rounds {
+		var ar, zr float64
+		if round%2 == 0 {
+			ar, zr = a(), z()
+		} else {
+			zr, ar = z(), a()
+		}
+		ratios = append(ratios, ar/zr)
+		b.Logf("batch=%d pair %d: %s %.0f events/s, %s %.0f events/s: %.1f%%", batch, round+1, aName, ar, zName, zr, 100*ar/zr)
+	}
+	slices.Sort(ratios)
+	median := (ratios[(rounds-1)/2] + ratios[rounds/2]) / 2
+	b.ReportMetric(100*median, fmt.Sprintf("median-%s/batch=%d", unit, batch))
+	b.ReportMetric(100*ratios[0], fmt.Sprintf("lowest-%s/batch=%d", unit, batch))
+	b.Logf("batch=%d: %s/%s median %.1f%%, lowest %.1f%%, highest %.1f%% of %d pairs",
+		batch, aName, zName, 100*median, 100*ratios[0], 100*ratios[len(ratios)-1], rounds)
 }
 
 // rate runs a's callers for d and returns the events/s they wrote.
@@ -463,7 +470,6 @@ func BenchmarkIngestLatency(b *testing.B) {
 // turns, and it reports the median and lowest ratio of their accepted events/s, audit
 // on over off, per batch size.
 func BenchmarkAuditOverhead(b *testing.B) {
-	const rounds, turn = 8, time.Second
 	on := startBench(b)
 	if !on.cfg.AuditEnabled {
 		b.Fatal("the default configuration has no audit")
@@ -473,22 +479,8 @@ func BenchmarkAuditOverhead(b *testing.B) {
 	off := startReplica(b, on.stack, offCfg)
 	for _, batch := range []int{1, 10, 100} {
 		a, z := on.httpArm(b, batch), off.httpArm(b, batch)
-		ratios := make([]float64, 0, rounds)
-		for round := range rounds {
-			var ar, zr float64
-			if round%2 == 0 {
-				ar, zr = on.rate(b, a, batch, turn), off.rate(b, z, batch, turn)
-			} else {
-				zr, ar = off.rate(b, z, batch, turn), on.rate(b, a, batch, turn)
-			}
-			ratios = append(ratios, ar/zr)
-			b.Logf("batch=%d pair %d: audit on %.0f events/s, off %.0f events/s: %.1f%%", batch, round+1, ar, zr, 100*ar/zr)
-		}
-		slices.Sort(ratios)
-		median := (ratios[(rounds-1)/2] + ratios[rounds/2]) / 2
-		b.ReportMetric(100*median, fmt.Sprintf("median-on/off-%%/batch=%d", batch))
-		b.ReportMetric(100*ratios[0], fmt.Sprintf("lowest-on/off-%%/batch=%d", batch))
-		b.Logf("batch=%d: audit on/off median %.1f%%, lowest %.1f%%, highest %.1f%% of %d pairs",
-			batch, 100*median, 100*ratios[0], 100*ratios[len(ratios)-1], rounds)
+		inTurns(b, batch, 8, "audit on", "off", "on/off-%",
+			func() float64 { return on.rate(b, a, batch, time.Second) },
+			func() float64 { return off.rate(b, z, batch, time.Second) })
 	}
 }

@@ -121,16 +121,11 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	var tally *audit.Tally
 	var auditor server.Auditor // stays a nil interface without the audit
 	if cfg.AuditEnabled {
-		aw, err := audit.NewWriter(kc, cfg.AuditTopic)
-		if err != nil {
+		var closeAudit func() error
+		if tally, closeAudit, err = audit.Connect(kc, cfg.Audit, audit.Ingestion, cfg.ReplicaID, log.Named("audit")); err != nil {
 			return err
 		}
-		defer cluster.CloseWriter(aw)
-		tally, err = audit.New(audit.Ingestion, audit.Incarnation(cfg.ReplicaID), aw, audit.WithWidth(cfg.AuditBucket),
-			audit.WithInterval(cfg.AuditInterval), audit.WithLogger(log.Named("audit")))
-		if err != nil {
-			return err
-		}
+		defer closeAudit()
 		auditor = tally
 		m.WatchAudit(tally.Errors)
 	}

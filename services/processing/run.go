@@ -92,16 +92,11 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 	var tally *audit.Tally
 	var auditBook *follow.Follower
 	if cfg.AuditEnabled {
-		aw, err := audit.NewWriter(kc, cfg.AuditTopic)
-		if err != nil {
+		var closeAudit func() error
+		if tally, closeAudit, err = audit.Connect(kc, cfg.Audit, audit.Processing, cfg.InstanceID, log.Named("audit")); err != nil {
 			return err
 		}
-		defer cluster.CloseWriter(aw)
-		tally, err = audit.New(audit.Processing, audit.Incarnation(cfg.InstanceID), aw, audit.WithWidth(cfg.AuditBucket),
-			audit.WithInterval(cfg.AuditInterval), audit.WithLogger(log.Named("audit")))
-		if err != nil {
-			return err
-		}
+		defer closeAudit()
 		consumeOpts = append(consumeOpts, consume.WithAudit(tally))
 		book := audit.NewBook(log.Named("audit"))
 		if auditBook, err = follow.New(kc, cfg.AuditTopic, book.Apply, follow.WithLogger(log.Named("audit"))); err != nil {

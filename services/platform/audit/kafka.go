@@ -5,9 +5,26 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
+	"github.com/sluice-dev/sluice/services/platform/envconfig"
 )
+
+// Connect returns the Tally of a new incarnation of replica in tier, publishing to the
+// audit topic of cfg, and the function that closes its writer.
+func Connect(kc cluster.Config, cfg envconfig.Audit, tier, replica string, log *zap.Logger) (*Tally, func() error, error) {
+	w, err := NewWriter(kc, cfg.AuditTopic)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := New(tier, Incarnation(replica), w, WithWidth(cfg.AuditBucket), WithInterval(cfg.AuditInterval), WithLogger(log))
+	if err != nil {
+		_ = cluster.CloseWriter(w)
+		return nil, nil, err
+	}
+	return t, func() error { return cluster.CloseWriter(w) }, nil
+}
 
 // NewWriter returns the writer a Tally publishes to topic with. Close it with
 // cluster.CloseWriter.
