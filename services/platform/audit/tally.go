@@ -47,7 +47,7 @@ type slot struct {
 type count struct {
 	accepted    int64
 	fwd, dead   Ranges
-	unranged    int64 // offsets handled beyond MaxRanges
+	unranged    int64     // offsets handled beyond MaxRanges
 	dirty       bool      // changed since it was last published
 	lastChanged time.Time // for forgetting buckets the topic no longer keeps
 }
