@@ -119,6 +119,7 @@ FUZZ_TARGETS := \
 	services/platform:./event:FuzzDecode \
 	services/platform:./event:FuzzAppendMatchesEncodingJSON \
 	services/platform:./mirror:FuzzDecode \
+	services/platform:./audit:FuzzParse \
 	services/ingestion:./internal/server:FuzzParseEvents \
 	services/ingestion:./internal/server:FuzzParseEventsAgainstEncodingJSON \
 	services/ingestion:./internal/limit:FuzzLimiterMatchesExactGCRA
