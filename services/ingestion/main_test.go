@@ -593,7 +593,7 @@ func TestAuditCountsWhatWasWritten(t *testing.T) {
 		ms := m.Time.UnixMilli()
 		onTopic[[2]int64{int64(m.Partition), ms - ms%width}]++
 	}
-	book := audit.NewBook(nil)
+	book := audit.NewBook(nil, 0)
 	kc, _ := cfg.Kafka("test")
 	if _, err := follow.Scan(t.Context(), kc, cfg.AuditTopic, func(m kafka.Message) error { return book.Apply(t.Context(), m) }); err != nil {
 		t.Fatal(err)

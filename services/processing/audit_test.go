@@ -218,7 +218,7 @@ func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 
-	book := audit.NewBook(nil)
+	book := audit.NewBook(nil, 0)
 	if _, err := follow.Scan(t.Context(), kc, auditTopic, func(m kafka.Message) error { return book.Apply(t.Context(), m) }); err != nil {
 		t.Fatal(err)
 	}

@@ -192,10 +192,10 @@ func TestConsumerGroupKill(t *testing.T) {
 	// in processing. An event the killed replica handled after its last published count
 	// is handled again by the next owner and counted once: the audit's duplicates are the
 	// events processed twice less those.
-	book := audit.NewBook(nil)
+	book := audit.NewBook(nil, 0)
 	var sum audit.Totals
 	for time.Now().Before(deadline) {
-		book = audit.NewBook(nil)
+		book = audit.NewBook(nil, 0)
 		if _, err := follow.Scan(t.Context(), stack.Kafka(), "gk.audit", func(m kafka.Message) error { return book.Apply(t.Context(), m) }); err != nil {
 			t.Fatal(err)
 		}

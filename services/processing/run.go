@@ -98,7 +98,7 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 		}
 		defer closeAudit()
 		consumeOpts = append(consumeOpts, consume.WithAudit(tally))
-		book := audit.NewBook(log.Named("audit"))
+		book := audit.NewBook(log.Named("audit"), cfg.AuditWindow)
 		if auditBook, err = follow.New(kc, cfg.AuditTopic, book.Apply, follow.WithLogger(log.Named("audit"))); err != nil {
 			return err
 		}
@@ -106,7 +106,6 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 			if !auditBook.Ready() {
 				return nil // a part of the topic would show buckets short that are not
 			}
-			book.Forget(now.Add(-cfg.AuditWindow))
 			return book.Reconcile(now, cfg.AuditGrace)
 		}, cfg.AuditWindow, tally.Errors, book.Skipped)
 	}

@@ -68,7 +68,7 @@ func (s *session) audit(ctx context.Context, topic string, since, grace time.Dur
 	if err != nil {
 		return err
 	}
-	book := audit.NewBook(s.log)
+	book := audit.NewBook(s.log, 0)
 	if _, err := follow.Scan(ctx, kc, topic, func(m kafka.Message) error { return book.Apply(ctx, m) }); err != nil {
 		return s.unreachable(ctx, kc, topic, err)
 	}

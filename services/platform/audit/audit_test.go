@@ -33,7 +33,7 @@ func (w *memTopic) WriteMessages(_ context.Context, msgs ...kafka.Message) error
 
 func (w *memTopic) book(t *testing.T) *Book {
 	t.Helper()
-	b := NewBook(nil)
+	b := NewBook(nil, 0)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, m := range w.msgs {

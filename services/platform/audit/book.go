@@ -13,20 +13,24 @@ import (
 // Book holds the latest record of every key of the audit topic: what each incarnation
 // published. Apply is a follow.ApplyFunc. Its methods are safe for concurrent use.
 type Book struct {
-	log *zap.Logger
+	log  *zap.Logger
+	keep time.Duration
+	now  func() time.Time
 
 	mu      sync.Mutex
+	swept   time.Time // when counts older than keep were last dropped
 	counts  map[Key]Value
 	beats   map[Key]Value
 	skipped int64
 }
 
-// NewBook returns an empty Book.
-func NewBook(log *zap.Logger) *Book {
+// NewBook returns an empty Book that keeps the counts of the buckets that ended within
+// keep (0: all of them).
+func NewBook(log *zap.Logger, keep time.Duration) *Book {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Book{log: log, counts: map[Key]Value{}, beats: map[Key]Value{}}
+	return &Book{log: log, keep: keep, now: time.Now, counts: map[Key]Value{}, beats: map[Key]Value{}}
 }
 
 // Apply takes one record of the audit topic. A record that is no audit record is
@@ -45,6 +49,17 @@ func (b *Book) Apply(_ context.Context, msg kafka.Message) error {
 	if k.beat() {
 		m = b.beats
 	}
+	if b.keep > 0 {
+		horizon := b.now().Add(-b.keep).UnixMilli()
+		if v != nil && !k.beat() && k.Bucket+v.Width < horizon {
+			delete(m, k)
+			return nil
+		}
+		if now := b.now(); now.Sub(b.swept) > time.Minute {
+			b.swept = now
+			b.forget(horizon)
+		}
+	}
 	if v == nil {
 		delete(m, k)
 	} else {
@@ -60,13 +75,10 @@ func (b *Book) Skipped() int64 {
 	return b.skipped
 }
 
-// Forget drops the counts of buckets that ended before t: a reader that reconciles only
-// recent buckets keeps memory to those.
-func (b *Book) Forget(t time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// forget drops the counts of buckets that ended before horizon (Unix milliseconds).
+func (b *Book) forget(horizon int64) {
 	for k, v := range b.counts {
-		if k.Bucket+v.Width < t.UnixMilli() {
+		if k.Bucket+v.Width < horizon {
 			delete(b.counts, k)
 		}
 	}
@@ -76,6 +88,9 @@ func (b *Book) Forget(t time.Time) {
 func (b *Book) Reconcile(now time.Time, grace time.Duration) []Row {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.keep > 0 {
+		b.forget(now.Add(-b.keep).UnixMilli())
+	}
 	return Reconcile(b.counts, b.beats, now, grace)
 }
 

@@ -65,7 +65,7 @@ func TestUnpublishedIngestionIsNamed(t *testing.T) {
 // TestBadRecordsAreSkippedAndCounted: keys and values that are not the audit format are
 // skipped and counted; a tombstone removes its key.
 func TestBadRecordsAreSkippedAndCounted(t *testing.T) {
-	b := NewBook(nil)
+	b := NewBook(nil, 0)
 	good := Key{Tier: Processing, Incarnation: "p/1 x", Partition: 1, Bucket: 60000}
 	bad := []kafka.Message{
 		{Key: []byte("nonsense"), Value: []byte(`{}`)},
@@ -139,5 +139,25 @@ func TestCountBeyondMaxRangesStaysSmall(t *testing.T) {
 	rows := topic.book(t).Reconcile(at.Add(time.Hour), 0)
 	if len(rows) != 1 || rows[0].Forwarded != n || rows[0].Duplicates != 0 {
 		t.Fatalf("rows %+v: want %d forwarded, no duplicates", rows, n)
+	}
+}
+
+// TestBookKeepsOnlyItsWindow: a Book with a window keeps the counts of buckets that
+// ended within it, whether they are old when read or grow old after.
+func TestBookKeepsOnlyItsWindow(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	b := NewBook(nil, time.Hour)
+	b.now = func() time.Time { return now }
+	put := func(bucket time.Time) {
+		k := Key{Tier: Ingestion, Incarnation: "i", Partition: 0, Bucket: bucketOf(bucket, 60000)}
+		_ = b.Apply(context.Background(), kafka.Message{Key: []byte(k.String()), Value: Value{At: 1, Width: 60000, Accepted: 1}.Encode()})
+	}
+	put(now.Add(-2 * time.Hour))    // ended before the window: dropped as read
+	put(now.Add(-30 * time.Minute)) // within it
+	if rows := b.Reconcile(now, 0); len(rows) != 1 {
+		t.Fatalf("%d rows, want the one within the hour", len(rows))
+	}
+	if rows := b.Reconcile(now.Add(45*time.Minute), 0); len(rows) != 0 {
+		t.Fatalf("%d rows 45 minutes later, want none: the bucket left the window", len(rows))
 	}
 }

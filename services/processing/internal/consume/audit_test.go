@@ -32,7 +32,7 @@ func (a *auditTopic) WriteMessages(_ context.Context, msgs ...kafka.Message) err
 }
 
 func (a *auditTopic) rows(t *testing.T) []audit.Row {
-	b := audit.NewBook(nil)
+	b := audit.NewBook(nil, 0)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, m := range a.msgs {
