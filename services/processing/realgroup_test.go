@@ -190,8 +190,8 @@ func TestConsumerGroupKill(t *testing.T) {
 	}
 	// The audit of the run: every accepted event counted once by ingestion, none missing
 	// in processing. An event the killed replica handled after its last published count
-	// is handled again by the next owner and counted once: the audit's duplicates are the
-	// events processed twice less those.
+	// is handled again by the next owner and counted once: the audit's duplicates (and
+	// copies it could not tell, over) are the events processed twice less those.
 	book := audit.NewBook(nil, 0)
 	var sum audit.Totals
 	for time.Now().Before(deadline) {

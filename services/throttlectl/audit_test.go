@@ -47,15 +47,15 @@ func TestAuditPrintsTheReconciliation(t *testing.T) {
 	in.Accepted(msgs)
 	crashed, next := tally(audit.Processing), tally(audit.Processing)
 	for off := range int64(8) { // partition 0, b1: 8 of 10, two never read
-		crashed.Handled(0, off, b1, off == 3)
+		crashed.Handled(0, off, b1, "", off == 3)
 	}
 	for off := range int64(10) { // partition 2, b2: all, 4 of them twice
 		if off < 4 {
-			crashed.Handled(2, 100+off, b2, false)
+			crashed.Handled(2, 100+off, b2, "", false)
 		}
-		next.Handled(2, 100+off, b2, false)
+		next.Handled(2, 100+off, b2, "", false)
 	}
-	next.Handled(0, 99, old, false)
+	next.Handled(0, 99, old, "", false)
 	for _, tl := range []*audit.Tally{in, crashed, next} {
 		if err := tl.Flush(t.Context(), true); err != nil {
 			t.Fatal(err)

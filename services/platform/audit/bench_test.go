@@ -35,7 +35,7 @@ func BenchmarkHandled(b *testing.B) {
 	tl, _ := New(Processing, "bench", &memTopic{})
 	now := time.Now()
 	for i := 0; b.Loop(); i++ {
-		tl.Handled(i%6, int64(i), now, false)
+		tl.Handled(i%6, int64(i), now, "", false)
 	}
 }
 

@@ -113,7 +113,9 @@ type Row struct {
 	// forwarded and dead-lettered (by two readers) counts as forwarded.
 	Forwarded    int64 `json:"forwarded"`
 	DeadLettered int64 `json:"dead_lettered"`
-	// Duplicates: offsets handled again, by another reader or after a restart.
+	// Duplicates: offsets handled again, by another reader or after a restart; and
+	// offsets holding a second copy of an event already handled (a retried produce).
+	// Forwarded and DeadLettered include the copies; Missing and Extra do not count them.
 	Duplicates int64 `json:"duplicates"`
 	// Missing and Extra: Accepted minus what was handled, when positive; or the other way.
 	Missing int64  `json:"missing"`
@@ -142,6 +144,7 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		width     int64
 		accepted  int64
 		fwd, dead Ranges
+		copies    Ranges
 		unranged  int64
 		handled   int64 // offsets counted, every reader's
 	}
@@ -157,6 +160,7 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		a.accepted += v.Accepted
 		a.fwd = a.fwd.Union(v.Forwarded)
 		a.dead = a.dead.Union(v.DeadLettered)
+		a.copies = a.copies.Union(v.Copies)
 		a.handled += v.Forwarded.Len() + v.DeadLettered.Len() + v.Unranged
 		a.unranged += v.Unranged
 	}
@@ -165,9 +169,10 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 	for c, a := range cells {
 		fwd := a.fwd.Len() + a.unranged // forwarded, nearly all: dead letters are few
 		dl := a.dead.Minus(a.fwd).Len()
+		copies := a.copies.Len()
 		r := Row{Partition: c.partition, Bucket: time.UnixMilli(c.bucket).UTC(), Width: a.width, Accepted: a.accepted,
-			Forwarded: fwd, DeadLettered: dl, Duplicates: a.handled - fwd - dl}
-		diff := a.accepted - fwd - dl
+			Forwarded: fwd, DeadLettered: dl, Duplicates: a.handled - fwd - dl + copies}
+		diff := a.accepted - (fwd + dl - copies)
 		r.Missing, r.Extra = max(diff, 0), max(-diff, 0)
 		end := c.bucket + a.width
 		for inc, d := range dead {

@@ -126,7 +126,7 @@ func TestCountBeyondMaxRangesStaysSmall(t *testing.T) {
 	tl, _ := New(Processing, "p.1", topic, WithClock(func() time.Time { return at }))
 	const n = 3 * MaxRanges
 	for off := range int64(n) {
-		tl.Handled(0, 2*off, at, false) // every other offset: one range each
+		tl.Handled(0, 2*off, at, "", false) // every other offset: one range each
 	}
 	if err := tl.Flush(context.Background(), true); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,8 @@
 //
 // Ingestion counts the events it acknowledged (202). Processing counts the offsets it
 // forwarded or dead-lettered, as ranges, so that an event read twice (after a rebalance
-// or a crash before the commit) is a duplicate, not a second event.
+// or a crash before the commit) is a duplicate, not a second event; and the offsets of
+// an event id it has already handled at another offset (a retried produce) as copies.
 //
 // Every replica counts under an incarnation of its own (its replica id and a random
 // suffix), so a restarted replica adds to what it published before instead of
@@ -125,6 +126,10 @@ type Value struct {
 	// Forwarded and DeadLettered: the offsets processing handled.
 	Forwarded    Ranges `json:"forwarded,omitempty"`
 	DeadLettered Ranges `json:"dead_lettered,omitempty"`
+	// Copies: offsets of Forwarded and DeadLettered whose event id the reader had
+	// already handled at another offset: a produce of ingestion's retried after the
+	// broker had written it.
+	Copies Ranges `json:"copies,omitempty"`
 	// Unranged: offsets handled beyond MaxRanges, counted without their offsets, so
 	// without telling a second reading of them from a first.
 	Unranged int64 `json:"unranged,omitempty"`
@@ -156,9 +161,9 @@ func Decode(k Key, b []byte) (Value, error) {
 		return bad("a beat holds a time, an interval and a flag only")
 	case !k.beat() && (v.Width <= 0 || k.Bucket%v.Width != 0 || v.Every != 0 || v.Final):
 		return bad("a count needs a width its bucket is a multiple of")
-	case v.Accepted < 0 || v.Unranged < 0 || !v.Forwarded.valid() || !v.DeadLettered.valid():
+	case v.Accepted < 0 || v.Unranged < 0 || !v.Forwarded.valid() || !v.DeadLettered.valid() || !v.Copies.valid():
 		return bad("negative count or unordered offsets")
-	case k.Tier == Ingestion && (v.Forwarded != nil || v.DeadLettered != nil || v.Unranged != 0):
+	case k.Tier == Ingestion && (v.Forwarded != nil || v.DeadLettered != nil || v.Copies != nil || v.Unranged != 0):
 		return bad("ingestion counts accepted events only")
 	case k.Tier == Processing && v.Accepted != 0:
 		return bad("processing counts offsets only")

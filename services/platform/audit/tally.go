@@ -47,6 +47,7 @@ type slot struct {
 type count struct {
 	accepted    int64
 	fwd, dead   Ranges
+	copies      Ranges
 	unranged    int64     // offsets handled beyond MaxRanges
 	dirty       bool      // changed since it was last published
 	lastChanged time.Time // for forgetting buckets the topic no longer keeps
@@ -67,6 +68,7 @@ type Tally struct {
 
 	mu     sync.Mutex
 	counts map[slot]*count
+	seen   map[int32]*idWindow // per partition
 
 	flushMu sync.Mutex // one Flush at a time, so an older count never lands after a newer
 	errors  atomic.Int64
@@ -76,7 +78,7 @@ type Tally struct {
 // Incarnation), publishing with w.
 func New(tier, incarnation string, w Writer, opts ...Opt) (*Tally, error) {
 	t := &Tally{tier: tier, incarnation: incarnation, w: w, width: DefaultWidth.Milliseconds(), every: 5 * time.Second,
-		log: zap.NewNop(), now: time.Now, counts: map[slot]*count{}}
+		log: zap.NewNop(), now: time.Now, counts: map[slot]*count{}, seen: map[int32]*idWindow{}}
 	for _, o := range opts {
 		o.apply(t)
 	}
@@ -133,11 +135,21 @@ func (t *Tally) Accepted(msgs []kafka.Message) {
 }
 
 // Handled counts a record processing forwarded, or dead-lettered, by its partition,
-// offset and time (the event's ingestion time).
-func (t *Tally) Handled(partition int, offset int64, at time.Time, deadLettered bool) {
+// offset and time (the event's ingestion time), and its event id ("": unknown).
+func (t *Tally) Handled(partition int, offset int64, at time.Time, id string, deadLettered bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := t.slot(partition, at)
+	if id != "" {
+		w := t.seen[int32(partition)]
+		if w == nil {
+			w = &idWindow{at: map[string]int64{}, ring: make([]string, idWindowSize)}
+			t.seen[int32(partition)] = w
+		}
+		if w.copyOf(id, offset) && len(c.copies) < MaxRanges {
+			c.copies = c.copies.Add(offset)
+		}
+	}
 	r := &c.fwd
 	if deadLettered {
 		r = &c.dead
@@ -169,7 +181,7 @@ func (t *Tally) Flush(ctx context.Context, final bool) error {
 			continue
 		}
 		k := Key{Tier: t.tier, Incarnation: t.incarnation, Partition: int(s.partition), Bucket: s.bucket}
-		v := Value{At: now.UnixMilli(), Width: t.width, Accepted: c.accepted, Forwarded: c.fwd, DeadLettered: c.dead, Unranged: c.unranged}
+		v := Value{At: now.UnixMilli(), Width: t.width, Accepted: c.accepted, Forwarded: c.fwd, DeadLettered: c.dead, Copies: c.copies, Unranged: c.unranged}
 		msgs = append(msgs, kafka.Message{Key: []byte(k.String()), Value: v.Encode()})
 		c.dirty, c.lastChanged = false, now
 		sent = append(sent, c)
@@ -211,4 +223,29 @@ func (t *Tally) Run(ctx context.Context) {
 			failing = false
 		}
 	}
+}
+
+// idWindowSize is how many of a partition's last event ids a Tally remembers: a retried
+// produce writes its copy a few batches after the first.
+const idWindowSize = 8192
+
+// idWindow remembers the offsets of a partition's last event ids.
+type idWindow struct {
+	at   map[string]int64
+	ring []string // the ids in at, oldest at next
+	next int
+}
+
+// copyOf reports whether id was handled at another offset: a second copy of the event.
+// The same offset is the same record read again, which the offset ranges count.
+func (w *idWindow) copyOf(id string, offset int64) bool {
+	if prev, ok := w.at[id]; ok {
+		return prev != offset
+	}
+	if old := w.ring[w.next]; old != "" {
+		delete(w.at, old)
+	}
+	w.ring[w.next], w.at[id] = id, offset
+	w.next = (w.next + 1) % len(w.ring)
+	return false
 }

@@ -351,6 +351,10 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 	var items []Item
 	var at []int // items[j] is batch[at[j]]
 	var dead []deadLetter
+	var ids []string // the event ids, for the audit
+	if c.audit != nil {
+		ids = make([]string, len(batch))
+	}
 	for i, f := range batch {
 		if f.idle {
 			if c.observer != nil {
@@ -370,6 +374,9 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 		c.metrics.EventAge.Observe(max(c.now().Sub(ev.IngestedAt), 0).Seconds())
 		if c.observer != nil {
 			c.observer.Observe(ctx, msg.Partition, ev, msg.Offset+1 >= msg.HighWaterMark)
+		}
+		if ids != nil {
+			ids[i] = ev.ID
 		}
 		items = append(items, Item{Event: ev, Msg: msg})
 		at = append(at, i)
@@ -415,7 +422,7 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 		}
 	}
 	if c.audit != nil {
-		c.count(batch, done, dead, deadDone)
+		c.count(batch, ids, done, dead, deadDone)
 	}
 
 	blocked := map[int]bool{}
@@ -432,7 +439,7 @@ func (c *Consumer) process(ctx context.Context, batch []fetched, next map[int]in
 }
 
 // count counts the batch's records done on the audit tally: dead-lettered, or forwarded.
-func (c *Consumer) count(batch []fetched, done []bool, dead []deadLetter, deadDone bool) {
+func (c *Consumer) count(batch []fetched, ids []string, done []bool, dead []deadLetter, deadDone bool) {
 	isDead := make(map[int]bool, len(dead))
 	if deadDone {
 		for _, d := range dead {
@@ -441,7 +448,7 @@ func (c *Consumer) count(batch []fetched, done []bool, dead []deadLetter, deadDo
 	}
 	for i, f := range batch {
 		if done[i] && !f.idle {
-			c.audit.Handled(f.msg.Partition, f.msg.Offset, f.msg.Time, isDead[i])
+			c.audit.Handled(f.msg.Partition, f.msg.Offset, f.msg.Time, ids[i], isDead[i])
 		}
 	}
 }
