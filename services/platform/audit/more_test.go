@@ -161,3 +161,18 @@ func TestBookKeepsOnlyItsWindow(t *testing.T) {
 		t.Fatalf("%d rows 45 minutes later, want none: the bucket left the window", len(rows))
 	}
 }
+
+// TestFinalStaysFinal: a publish after the final one (Run's ticker, racing the shutdown)
+// does not make a cleanly stopped incarnation look killed.
+func TestFinalStaysFinal(t *testing.T) {
+	topic := &memTopic{}
+	now := time.UnixMilli(1_800_000_000_000)
+	tl, _ := New(Ingestion, "in.1", topic, WithClock(func() time.Time { return now }), WithInterval(time.Second))
+	tl.Accepted([]kafka.Message{{Partition: 0, Time: now}})
+	_ = tl.Flush(context.Background(), true)
+	_ = tl.Flush(context.Background(), false)
+	rows := topic.book(t).Reconcile(now.Add(time.Hour), 0)
+	if len(rows) != 1 || len(rows[0].Unpublished) != 0 {
+		t.Fatalf("rows %+v: want the incarnation stopped cleanly", rows)
+	}
+}

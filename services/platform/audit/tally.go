@@ -71,6 +71,7 @@ type Tally struct {
 	seen   map[int32]*idWindow // per partition
 
 	flushMu sync.Mutex // one Flush at a time, so an older count never lands after a newer
+	ended   bool       // a final beat was published: every later beat is final too
 	errors  atomic.Int64
 }
 
@@ -167,6 +168,7 @@ func (t *Tally) Handled(partition int, offset int64, at time.Time, id string, de
 func (t *Tally) Flush(ctx context.Context, final bool) error {
 	t.flushMu.Lock()
 	defer t.flushMu.Unlock()
+	final = final || t.ended // a tick after the final Flush must not make it look killed
 	now := t.now()
 	t.mu.Lock()
 	var msgs []kafka.Message
@@ -198,6 +200,7 @@ func (t *Tally) Flush(ctx context.Context, final bool) error {
 		t.errors.Add(1)
 		return fmt.Errorf("publish %d audit counts: %w", len(sent), err)
 	}
+	t.ended = final
 	return nil
 }
 
