@@ -129,7 +129,6 @@ func deleteRecords(t *testing.T, brokers []string, topic string, p int32, offset
 func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 	stack := throttletest.Start(t, throttletest.Options{DataDir: t.TempDir()})
 	const events, auditTopic, width = "au.events", "au.audit", time.Second
-	stack.CreateTopic(t, events, 3)
 	addr := freeAddr(t)
 	for k, v := range map[string]string{
 		"KAFKA_BROKERS": strings.Join(stack.Brokers(), ","), "SCHEMA_REGISTRY_URL": stack.RegistryURL(),
@@ -145,6 +144,11 @@ func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 		t.Fatal(err)
 	}
 	kc := stack.Kafka()
+	// As ingestion creates it: cleanup.policy=delete (a broker refuses DeleteRecords on a
+	// compacted topic).
+	if _, err := cluster.CreateTopics(t.Context(), kc, event.TopicConfig(events, 3, cfg.ReplicationFactor, cfg.MinInsyncReplicas)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := audit.EnsureTopic(t.Context(), kc, auditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas); err != nil {
 		t.Fatal(err)
 	}
