@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,24 +194,42 @@ func TestConsumerGroupKill(t *testing.T) {
 	// in processing. An event the killed replica handled after its last published count
 	// is handled again by the next owner and counted once: the audit's duplicates (and
 	// copies it could not tell, over) are the events processed twice less those.
+	// Reconciled at now: the replicas still running are alive, the killed one is not.
 	book := audit.NewBook(nil, 0)
 	var sum audit.Totals
+	var rows []audit.Row
 	for time.Now().Before(deadline) {
 		book = audit.NewBook(nil, 0)
 		if _, err := follow.Scan(t.Context(), stack.Kafka(), "gk.audit", func(m kafka.Message) error { return book.Apply(t.Context(), m) }); err != nil {
 			t.Fatal(err)
 		}
-		if sum = audit.Sum(book.Reconcile(time.Now().Add(time.Hour), 0)); sum.Accepted == int64(len(acked)) && sum.Missing == 0 {
+		rows = book.Reconcile(time.Now(), 0)
+		if sum = audit.Sum(rows); sum.Accepted == int64(len(acked)) && sum.Missing == 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// The reconciliation reports the killed replica on the buckets it was counting.
+	named := map[string]bool{}
+	for _, r := range rows {
+		for _, inc := range r.Unpublished {
+			named[inc] = true
+		}
+	}
+	for inc := range named {
+		if !strings.HasPrefix(inc, "processing/gk-proc-0.") {
+			t.Errorf("buckets name %s as killed; only gk-proc-0 was", inc)
+		}
+	}
+	if len(named) != 1 {
+		t.Errorf("killed incarnations named %v: want gk-proc-0's", named)
 	}
 	if sum.Accepted != int64(len(acked)) || sum.Missing != 0 || sum.Duplicates+sum.Extra > int64(dups) || book.Skipped() != 0 {
 		t.Fatalf("audit %+v (%d records skipped): want %d accepted, 0 missing, and at most the %d processed twice as duplicates plus over",
 			sum, book.Skipped(), len(acked), dups)
 	}
-	t.Logf("audit: %d accepted, %d forwarded, %d dead-lettered, %d duplicates (of %d events processed twice), %d missing, %d over, in %d buckets",
-		sum.Accepted, sum.Forwarded, sum.DeadLettered, sum.Duplicates, dups, sum.Missing, sum.Extra, sum.Buckets[audit.Complete]+sum.Buckets[audit.Over])
+	t.Logf("audit: %d accepted, %d forwarded, %d dead-lettered, %d duplicates (of %d events processed twice), %d missing, %d over, in %d buckets; killed: %v",
+		sum.Accepted, sum.Forwarded, sum.DeadLettered, sum.Duplicates, dups, sum.Missing, sum.Extra, len(rows), slices.Sorted(maps.Keys(named)))
 	t.Logf("consumer group, one of 2 processing replicas killed: %d events acknowledged (%d requests refused), all %d processed "+
 		"(%d processed twice), %v from the kill to the last; all %d partitions committed to their end",
 		len(acked), refused, len(acked), dups, allProcessed.Round(100*time.Millisecond), partitions)

@@ -93,7 +93,10 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 	var auditBook *follow.Follower
 	if cfg.AuditEnabled {
 		var closeAudit func() error
-		if tally, closeAudit, err = audit.Connect(kc, cfg.Audit, audit.Processing, cfg.InstanceID, log.Named("audit")); err != nil {
+		// Eager: the events a killed replica handled last are counted, and so are their
+		// second handling by the next owner, as duplicates.
+		eager := audit.WithEager(min(50*time.Millisecond, cfg.AuditInterval))
+		if tally, closeAudit, err = audit.Connect(kc, cfg.Audit, audit.Processing, cfg.InstanceID, log.Named("audit"), eager); err != nil {
 			return err
 		}
 		defer closeAudit()

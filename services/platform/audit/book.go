@@ -121,9 +121,10 @@ type Row struct {
 	Missing int64  `json:"missing"`
 	Extra   int64  `json:"over"`
 	Status  string `json:"status"`
-	// Unpublished: ingestion incarnations that stopped without publishing their last
-	// counts while this bucket was open: their last interval's events are not in
-	// Accepted, so the bucket may be over by that many.
+	// Unpublished: incarnations that stopped without publishing their last counts while
+	// this bucket was open (killed). An ingestion one's last events are not in Accepted,
+	// so the bucket may be over by as many; a processing one's last events were handled
+	// again by the next owner and counted once, so Duplicates may be short by as many.
 	Unpublished []string `json:"unpublished,omitempty"`
 }
 
@@ -164,7 +165,7 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		a.handled += v.Forwarded.Len() + v.DeadLettered.Len() + v.Unranged
 		a.unranged += v.Unranged
 	}
-	dead := deadIngestion(beats, now)
+	dead := killed(beats, now)
 	rows := make([]Row, 0, len(cells))
 	for c, a := range cells {
 		fwd := a.fwd.Len() + a.unranged // forwarded, nearly all: dead letters are few
@@ -176,8 +177,9 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		r.Missing, r.Extra = max(diff, 0), max(-diff, 0)
 		end := c.bucket + a.width
 		for inc, d := range dead {
-			// Counts of up to one interval before its last beat may be unpublished.
-			if c.bucket <= d.At && end > d.At-d.Every {
+			// It beat once per interval and published at least that often: what it
+			// counted since the interval before its last beat may be unpublished.
+			if c.bucket <= d.At+d.Every && end > d.At-d.Every {
 				r.Unpublished = append(r.Unpublished, inc)
 			}
 		}
@@ -203,13 +205,13 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 	return rows
 }
 
-// deadIngestion returns the ingestion incarnations that stopped without a final beat:
+// killed returns the incarnations that stopped without a final beat, by tier/name:
 // their last beat is older than three of their intervals.
-func deadIngestion(beats map[Key]Value, now time.Time) map[string]Value {
+func killed(beats map[Key]Value, now time.Time) map[string]Value {
 	out := map[string]Value{}
 	for k, v := range beats {
-		if k.Tier == Ingestion && !v.Final && now.UnixMilli()-v.At > 3*v.Every {
-			out[k.Incarnation] = v
+		if !v.Final && now.UnixMilli()-v.At > 3*v.Every {
+			out[k.Tier+"/"+k.Incarnation] = v
 		}
 	}
 	return out

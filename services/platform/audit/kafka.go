@@ -13,12 +13,13 @@ import (
 
 // Connect returns the Tally of a new incarnation of replica in tier, publishing to the
 // audit topic of cfg, and the function that closes its writer.
-func Connect(kc cluster.Config, cfg envconfig.Audit, tier, replica string, log *zap.Logger) (*Tally, func() error, error) {
+func Connect(kc cluster.Config, cfg envconfig.Audit, tier, replica string, log *zap.Logger, opts ...Opt) (*Tally, func() error, error) {
 	w, err := NewWriter(kc, cfg.AuditTopic)
 	if err != nil {
 		return nil, nil, err
 	}
-	t, err := New(tier, Incarnation(replica), w, WithWidth(cfg.AuditBucket), WithInterval(cfg.AuditInterval), WithLogger(log))
+	opts = append([]Opt{WithWidth(cfg.AuditBucket), WithInterval(cfg.AuditInterval), WithLogger(log)}, opts...)
+	t, err := New(tier, Incarnation(replica), w, opts...)
 	if err != nil {
 		_ = cluster.CloseWriter(w)
 		return nil, nil, err

@@ -55,7 +55,7 @@ func TestUnpublishedIngestionIsNamed(t *testing.T) {
 		t.Fatalf("%d rows, want 3", len(rows))
 	}
 	for i, r := range rows {
-		named := len(r.Unpublished) == 1 && r.Unpublished[0] == "in-dead.01"
+		named := len(r.Unpublished) == 1 && r.Unpublished[0] == "ingestion/in-dead.01"
 		if named != (i == 2) {
 			t.Fatalf("bucket %d: unpublished %v; only the last bucket, the one open when it died, names it", i, r.Unpublished)
 		}
@@ -174,5 +174,37 @@ func TestFinalStaysFinal(t *testing.T) {
 	rows := topic.book(t).Reconcile(now.Add(time.Hour), 0)
 	if len(rows) != 1 || len(rows[0].Unpublished) != 0 {
 		t.Fatalf("rows %+v: want the incarnation stopped cleanly", rows)
+	}
+}
+
+// TestEagerPublishesAtOnce: an eager tally publishes a count within its gap, not its
+// interval; a plain one waits for the interval.
+func TestEagerPublishesAtOnce(t *testing.T) {
+	for _, eager := range []bool{true, false} {
+		topic := &memTopic{}
+		opts := []Opt{WithInterval(time.Hour)}
+		if eager {
+			opts = append(opts, WithEager(10*time.Millisecond))
+		}
+		tl, err := New(Processing, "p.1", topic, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { tl.Run(ctx); close(done) }()
+		tl.Handled(0, 7, time.Now(), "e-7", false)
+		time.Sleep(300 * time.Millisecond)
+		cancel()
+		<-done
+		topic.mu.Lock()
+		n := len(topic.msgs)
+		topic.mu.Unlock()
+		if published := n > 0; published != eager {
+			t.Fatalf("eager %v: %d records published within 300ms of a count, interval 1h", eager, n)
+		}
+	}
+	if _, err := New(Processing, "p.1", &memTopic{}, WithInterval(time.Second), WithEager(2*time.Second)); err == nil {
+		t.Fatal("a gap longer than the interval was accepted")
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+
+	"github.com/sluice-dev/sluice/services/platform/wait"
 )
 
 // Writer is what a Tally publishes with: a *kafka.Writer to the audit topic
@@ -31,6 +33,14 @@ func WithWidth(d time.Duration) Opt { return optFunc(func(t *Tally) { t.width = 
 // WithInterval sets how often Run publishes (default 5s): what a replica that dies
 // can lose of its counts.
 func WithInterval(d time.Duration) Opt { return optFunc(func(t *Tally) { t.every = d }) }
+
+// WithEager makes Run publish new counts as soon as they are counted, at most once per
+// gap, instead of once per interval: what a replica that dies takes with it shrinks to
+// the gap. Processing uses it, so that the events a killed replica handled last are
+// counted as duplicates when the next owner handles them again.
+func WithEager(gap time.Duration) Opt {
+	return optFunc(func(t *Tally) { t.gap, t.kick = gap, make(chan struct{}, 1) })
+}
 
 // WithLogger logs failed publishes.
 func WithLogger(l *zap.Logger) Opt { return optFunc(func(t *Tally) { t.log = l }) }
@@ -63,6 +73,8 @@ type Tally struct {
 	w                 Writer
 	width             int64
 	every             time.Duration
+	gap               time.Duration // WithEager's; kick is signalled on every count
+	kick              chan struct{}
 	log               *zap.Logger
 	now               func() time.Time
 
@@ -70,9 +82,10 @@ type Tally struct {
 	counts map[slot]*count
 	seen   map[int32]*idWindow // per partition
 
-	flushMu sync.Mutex // one Flush at a time, so an older count never lands after a newer
-	ended   bool       // a final beat was published: every later beat is final too
-	errors  atomic.Int64
+	flushMu  sync.Mutex // one Flush at a time, so an older count never lands after a newer
+	ended    bool       // a final beat was published: every later beat is final too
+	lastBeat time.Time  // beats are published once per interval
+	errors   atomic.Int64
 }
 
 // New returns a Tally of tier (Ingestion or Processing) for incarnation (see
@@ -94,6 +107,8 @@ func New(tier, incarnation string, w Writer, opts ...Opt) (*Tally, error) {
 		return nil, errors.New("audit: a bucket's width must be at least a millisecond")
 	case t.every <= 0:
 		return nil, errors.New("audit: the publishing interval must be positive")
+	case t.kick != nil && (t.gap <= 0 || t.gap > t.every):
+		return nil, errors.New("audit: an eager tally's gap must be positive and at most its interval")
 	}
 	return t, nil
 }
@@ -112,6 +127,12 @@ func (t *Tally) slot(partition int, at time.Time) *count {
 		t.counts[s] = c
 	}
 	c.dirty = true
+	if t.kick != nil {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
 	return c
 }
 
@@ -189,8 +210,14 @@ func (t *Tally) Flush(ctx context.Context, final bool) error {
 		sent = append(sent, c)
 	}
 	t.mu.Unlock()
-	beat := Value{At: now.UnixMilli(), Every: t.every.Milliseconds(), Final: final}
-	msgs = append(msgs, kafka.Message{Key: []byte(Key{Tier: t.tier, Incarnation: t.incarnation, Partition: -1}.String()), Value: beat.Encode()})
+	beat := final || now.Sub(t.lastBeat) >= t.every
+	if beat {
+		v := Value{At: now.UnixMilli(), Every: t.every.Milliseconds(), Final: final}
+		msgs = append(msgs, kafka.Message{Key: []byte(Key{Tier: t.tier, Incarnation: t.incarnation, Partition: -1}.String()), Value: v.Encode()})
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
 	if err := t.w.WriteMessages(ctx, msgs...); err != nil {
 		t.mu.Lock()
 		for _, c := range sent {
@@ -201,11 +228,15 @@ func (t *Tally) Flush(ctx context.Context, final bool) error {
 		return fmt.Errorf("publish %d audit counts: %w", len(sent), err)
 	}
 	t.ended = final
+	if beat {
+		t.lastBeat = now
+	}
 	return nil
 }
 
-// Run publishes every interval until ctx ends. It does not publish the final counts:
-// call Flush with final once nothing more is counted.
+// Run publishes every interval (eager: whenever there are new counts, at most once per
+// gap) until ctx ends. It does not publish the final counts: call Flush with final once
+// nothing more is counted.
 func (t *Tally) Run(ctx context.Context) {
 	tick := time.NewTicker(t.every)
 	defer tick.Stop()
@@ -215,6 +246,10 @@ func (t *Tally) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-t.kick: // nil, so never, unless eager
+			if !wait.Sleep(ctx, t.gap) {
+				return
+			}
 		}
 		if err := t.Flush(ctx, false); err != nil {
 			if !failing && ctx.Err() == nil {
