@@ -122,7 +122,8 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	var auditor server.Auditor // stays a nil interface without the audit
 	if cfg.AuditEnabled {
 		var closeAudit func() error
-		if tally, closeAudit, err = audit.Connect(kc, cfg.Audit, audit.Ingestion, cfg.ReplicaID, log.Named("audit")); err != nil {
+		if tally, closeAudit, err = audit.Connect(kc, cfg.AuditTopic, audit.Ingestion, cfg.ReplicaID,
+			audit.WithWidth(cfg.AuditBucket), audit.WithInterval(cfg.AuditInterval), audit.WithLogger(log.Named("audit"))); err != nil {
 			return err
 		}
 		defer closeAudit()

@@ -96,7 +96,8 @@ func runWith(ctx context.Context, log *zap.Logger, cfg config.Config, newTopic t
 		// Eager: the events a killed replica handled last are counted, and so are their
 		// second handling by the next owner, as duplicates.
 		eager := audit.WithEager(min(50*time.Millisecond, cfg.AuditInterval))
-		if tally, closeAudit, err = audit.Connect(kc, cfg.Audit, audit.Processing, cfg.InstanceID, log.Named("audit"), eager); err != nil {
+		if tally, closeAudit, err = audit.Connect(kc, cfg.AuditTopic, audit.Processing, cfg.InstanceID,
+			audit.WithWidth(cfg.AuditBucket), audit.WithInterval(cfg.AuditInterval), audit.WithLogger(log.Named("audit")), eager); err != nil {
 			return err
 		}
 		defer closeAudit()

@@ -5,20 +5,17 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.uber.org/zap"
 
 	"github.com/sluice-dev/sluice/pkg/throttle/cluster"
-	"github.com/sluice-dev/sluice/services/platform/envconfig"
 )
 
-// Connect returns the Tally of a new incarnation of replica in tier, publishing to the
-// audit topic of cfg, and the function that closes its writer.
-func Connect(kc cluster.Config, cfg envconfig.Audit, tier, replica string, log *zap.Logger, opts ...Opt) (*Tally, func() error, error) {
-	w, err := NewWriter(kc, cfg.AuditTopic)
+// Connect returns the Tally of a new incarnation of replica in tier, publishing to
+// topic, and the function that closes its writer.
+func Connect(kc cluster.Config, topic, tier, replica string, opts ...Opt) (*Tally, func() error, error) {
+	w, err := NewWriter(kc, topic)
 	if err != nil {
 		return nil, nil, err
 	}
-	opts = append([]Opt{WithWidth(cfg.AuditBucket), WithInterval(cfg.AuditInterval), WithLogger(log)}, opts...)
 	t, err := New(tier, Incarnation(replica), w, opts...)
 	if err != nil {
 		_ = cluster.CloseWriter(w)
