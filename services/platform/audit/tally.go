@@ -96,6 +96,9 @@ func New(tier, incarnation string, w Writer, opts ...Opt) (*Tally, error) {
 	for _, o := range opts {
 		o.apply(t)
 	}
+	if t.log == nil {
+		t.log = zap.NewNop()
+	}
 	switch {
 	case tier != Ingestion && tier != Processing:
 		return nil, fmt.Errorf("audit: tier %q is neither %q nor %q", tier, Ingestion, Processing)
