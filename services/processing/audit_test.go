@@ -217,9 +217,17 @@ func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 	total := int64(150)
 
 	// Every event handled once the consumer is back in its group, every bucket settled.
+	// A write the test retried after the restart may have put some events on the topic
+	// twice (as kafka-go's retries do): the audit counts those copies as duplicates.
+	var seen string
 	waitService(t, done, "every bucket settled and reconciled", func() bool {
-		return metric("sluice_audit_events", `kind="accepted"`) == total && metric("sluice_audit_buckets", `status="open"`) == 0 &&
-			metric("sluice_audit_events", `kind="forwarded"`)+metric("sluice_audit_events", `kind="dead_lettered"`) == total-deleted
+		acc, open := metric("sluice_audit_events", `kind="accepted"`), metric("sluice_audit_buckets", `status="open"`)
+		missing, dups := metric("sluice_audit_events", `kind="missing"`), metric("sluice_audit_events", `kind="duplicates"`)
+		if now := fmt.Sprintf("accepted %d, open %d, missing %d, duplicates %d, handled %d", acc, open, missing, dups, handled()); now != seen {
+			seen = now
+			t.Logf("audit metrics: %s", now)
+		}
+		return acc == total && open == 0 && missing <= deleted
 	})
 	missing, over := metric("sluice_audit_events", `kind="missing"`), metric("sluice_audit_events", `kind="over"`)
 	short := metric("sluice_audit_buckets", `status="short"`)
@@ -251,8 +259,8 @@ func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 		}
 	}
 	sum = audit.Sum(rows)
-	if sum.Accepted != total || sum.Forwarded != total-deleted || sum.Missing != deleted || book.Skipped() != 0 {
-		t.Fatalf("totals %+v, %d skipped: want %d accepted, %d forwarded, %d missing", sum, book.Skipped(), total, total-deleted, deleted)
+	if sum.Accepted != total || sum.Forwarded-sum.Duplicates > total-deleted || sum.Forwarded < total-deleted || sum.Missing != deleted || book.Skipped() != 0 {
+		t.Fatalf("totals %+v, %d skipped: want %d accepted, %d forwarded (and copies), %d missing", sum, book.Skipped(), total, total-deleted, deleted)
 	}
 	t.Logf("audit: %d buckets, %d accepted, %d forwarded, %d duplicates, %d missing (deleted %d on partition 1), %d over",
 		len(rows), sum.Accepted, sum.Forwarded, sum.Duplicates, sum.Missing, deleted, sum.Extra)
