@@ -116,7 +116,7 @@ var (
 		"Buckets (partition and minute of ingestion time) that ended within AUDIT_WINDOW, by status: complete, short (events accepted and never processed), over (processed and never counted as accepted), open (within AUDIT_GRACE).",
 		[]string{"status"}, nil)
 	descAuditEvents = prometheus.NewDesc("sluice_audit_events",
-		"Events of the settled buckets that ended within AUDIT_WINDOW, by kind: accepted by ingestion, forwarded and dead_lettered by processing (distinct offsets), duplicates (offsets processed again), missing (accepted, never processed), over.",
+		"Events of the settled buckets that ended within AUDIT_WINDOW, by kind: accepted by ingestion, forwarded and dead_lettered by processing (distinct offsets), duplicates (offsets processed again, and second copies of an event id), missing (accepted, never processed), over.",
 		[]string{"kind"}, nil)
 )
 
