@@ -18,7 +18,6 @@ package audit
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -171,21 +170,18 @@ func Decode(k Key, b []byte) (Value, error) {
 	return v, nil
 }
 
-// ErrNotAudit wraps the reason a record of the audit topic is skipped.
-var ErrNotAudit = errors.New("not an audit record")
-
 // parse reads one record of the audit topic; a tombstone has a nil value.
 func parse(msg kafka.Message) (Key, *Value, error) {
 	k, err := ParseKey(msg.Key)
 	if err != nil {
-		return Key{}, nil, fmt.Errorf("%w: %w", ErrNotAudit, err)
+		return Key{}, nil, err
 	}
 	if msg.Value == nil {
 		return k, nil, nil
 	}
 	v, err := Decode(k, msg.Value)
 	if err != nil {
-		return Key{}, nil, fmt.Errorf("%w: %w", ErrNotAudit, err)
+		return Key{}, nil, err
 	}
 	return k, &v, nil
 }

@@ -116,9 +116,6 @@ func New(tier, incarnation string, w Writer, opts ...Opt) (*Tally, error) {
 	return t, nil
 }
 
-// Incarnation is the name the Tally counts under.
-func (t *Tally) Incarnation() string { return t.incarnation }
-
 // Errors is how many publishes failed.
 func (t *Tally) Errors() int64 { return t.errors.Load() }
 
