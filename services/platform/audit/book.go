@@ -113,7 +113,8 @@ type Row struct {
 	// forwarded and dead-lettered (by two readers) counts as forwarded.
 	Forwarded    int64 `json:"forwarded"`
 	DeadLettered int64 `json:"dead_lettered"`
-	// Duplicates: offsets handled again, by another reader or after a restart; and
+	// Duplicates: offsets handled again, by another reader, after a restart or after a
+	// rebalance that gave the partition back to its reader before a commit; and
 	// offsets holding a second copy of an event already handled (a retried produce).
 	// Forwarded and DeadLettered include the copies; Missing and Extra do not count them.
 	Duplicates int64 `json:"duplicates"`
@@ -162,7 +163,7 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		a.fwd = a.fwd.Union(v.Forwarded)
 		a.dead = a.dead.Union(v.DeadLettered)
 		a.copies = a.copies.Union(v.Copies)
-		a.handled += v.Forwarded.Len() + v.DeadLettered.Len() + v.Unranged
+		a.handled += v.Forwarded.Len() + v.DeadLettered.Len() + v.Unranged + v.Again
 		a.unranged += v.Unranged
 	}
 	dead := killed(beats, now)

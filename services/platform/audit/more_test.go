@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -206,5 +207,33 @@ func TestEagerPublishesAtOnce(t *testing.T) {
 	}
 	if _, err := New(Processing, "p.1", &memTopic{}, WithInterval(time.Second), WithEager(2*time.Second)); err == nil {
 		t.Fatal("a gap longer than the interval was accepted")
+	}
+}
+
+// TestReadAgainIsADuplicate: a reader that reads offsets again (a rebalance gave it back
+// its partition before a commit) counts each second handling as a duplicate, whether it
+// forwards or dead-letters it the second time, and the bucket stays complete.
+func TestReadAgainIsADuplicate(t *testing.T) {
+	topic := &memTopic{}
+	at := time.UnixMilli(1_800_000_000_000)
+	clock := WithClock(func() time.Time { return at })
+	in, _ := New(Ingestion, "in.01", topic, clock)
+	proc, _ := New(Processing, "proc.01", topic, clock)
+	msgs := make([]kafka.Message, 10)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Partition: 0, Time: at}
+	}
+	in.Accepted(msgs)
+	for off := range int64(10) {
+		proc.Handled(0, off, at, "ev-"+strconv.FormatInt(off, 10), off == 3)
+	}
+	for off := int64(2); off < 10; off++ { // read again from the commit at 2
+		proc.Handled(0, off, at, "ev-"+strconv.FormatInt(off, 10), off == 4)
+	}
+	_ = in.Flush(context.Background(), true)
+	_ = proc.Flush(context.Background(), true)
+	rows := topic.book(t).Reconcile(at.Add(time.Hour), 0)
+	if len(rows) != 1 || rows[0].Forwarded != 9 || rows[0].DeadLettered != 1 || rows[0].Duplicates != 8 || rows[0].Status != Complete {
+		t.Fatalf("rows %+v: want 9 forwarded, 1 dead-lettered, 8 duplicates, complete", rows)
 	}
 }

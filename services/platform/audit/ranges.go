@@ -20,6 +20,12 @@ func (r Ranges) Add(offset int64) Ranges {
 	return r.Union(Ranges{{offset, offset + 1}})
 }
 
+// Has reports whether offset is in the set.
+func (r Ranges) Has(offset int64) bool {
+	i := sort.Search(len(r), func(i int) bool { return r[i][1] > offset })
+	return i < len(r) && r[i][0] <= offset
+}
+
 // Len is how many offsets the set holds.
 func (r Ranges) Len() int64 {
 	var n int64

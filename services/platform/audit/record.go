@@ -132,6 +132,9 @@ type Value struct {
 	// Unranged: offsets handled beyond MaxRanges, counted without their offsets, so
 	// without telling a second reading of them from a first.
 	Unranged int64 `json:"unranged,omitempty"`
+	// Again: handlings of an offset already in Forwarded or DeadLettered: the reader
+	// read it again, as after a rebalance that gave it back the partition before a commit.
+	Again int64 `json:"again,omitempty"`
 	// Every and Final: a beat's.
 	Every int64 `json:"every_ms,omitempty"`
 	Final bool  `json:"final,omitempty"`
@@ -160,9 +163,9 @@ func Decode(k Key, b []byte) (Value, error) {
 		return bad("a beat holds a time, an interval and a flag only")
 	case !k.beat() && (v.Width <= 0 || k.Bucket%v.Width != 0 || v.Every != 0 || v.Final):
 		return bad("a count needs a width its bucket is a multiple of")
-	case v.Accepted < 0 || v.Unranged < 0 || !v.Forwarded.valid() || !v.DeadLettered.valid() || !v.Copies.valid():
+	case v.Accepted < 0 || v.Unranged < 0 || v.Again < 0 || !v.Forwarded.valid() || !v.DeadLettered.valid() || !v.Copies.valid():
 		return bad("negative count or unordered offsets")
-	case k.Tier == Ingestion && (v.Forwarded != nil || v.DeadLettered != nil || v.Copies != nil || v.Unranged != 0):
+	case k.Tier == Ingestion && (v.Forwarded != nil || v.DeadLettered != nil || v.Copies != nil || v.Unranged != 0 || v.Again != 0):
 		return bad("ingestion counts accepted events only")
 	case k.Tier == Processing && v.Accepted != 0:
 		return bad("processing counts offsets only")

@@ -59,6 +59,7 @@ type count struct {
 	fwd, dead   Ranges
 	copies      Ranges
 	unranged    int64     // offsets handled beyond MaxRanges
+	again       int64     // handlings of an offset already in fwd or dead
 	dirty       bool      // changed since it was last published
 	lastChanged time.Time // for forgetting buckets the topic no longer keeps
 }
@@ -172,6 +173,11 @@ func (t *Tally) Handled(partition int, offset int64, at time.Time, id string, de
 			c.copies = c.copies.Add(offset)
 		}
 	}
+	if c.fwd.Has(offset) || c.dead.Has(offset) {
+		// Read again after a rebalance gave the partition back before a commit.
+		c.again++
+		return
+	}
 	r := &c.fwd
 	if deadLettered {
 		r = &c.dead
@@ -204,7 +210,7 @@ func (t *Tally) Flush(ctx context.Context, final bool) error {
 			continue
 		}
 		k := Key{Tier: t.tier, Incarnation: t.incarnation, Partition: int(s.partition), Bucket: s.bucket}
-		v := Value{At: now.UnixMilli(), Width: t.width, Accepted: c.accepted, Forwarded: c.fwd, DeadLettered: c.dead, Copies: c.copies, Unranged: c.unranged}
+		v := Value{At: now.UnixMilli(), Width: t.width, Accepted: c.accepted, Forwarded: c.fwd, DeadLettered: c.dead, Copies: c.copies, Unranged: c.unranged, Again: c.again}
 		msgs = append(msgs, kafka.Message{Key: []byte(k.String()), Value: v.Encode()})
 		c.dirty, c.lastChanged = false, now
 		sent = append(sent, c)

@@ -176,17 +176,21 @@ var defaults = map[string]string{
 	"unclean.leader.election.enable":               "false",
 	// The cleaner wakes every half second (default 15 s), with a buffer that fits a
 	// small heap (default 128 MiB); scheduled log tasks start at once (default 30 s).
-	"log.cleaner.backoff.ms":            "500",
-	"log.cleaner.dedupe.buffer.size":    strconv.Itoa(16 << 20),
-	"log.initial.task.delay.ms":         "0",
-	"log.retention.check.interval.ms":   "1000",
-	"log.segment.delete.delay.ms":       "1000",
-	"file.delete.delay.ms":              "1000",
-	"num.network.threads":               "2",
-	"num.io.threads":                    "2",
-	"background.threads":                "2",
-	"num.recovery.threads.per.data.dir": "1",
-	"group.coordinator.threads":         "1",
+	"log.cleaner.backoff.ms":          "500",
+	"log.cleaner.dedupe.buffer.size":  strconv.Itoa(16 << 20),
+	"log.initial.task.delay.ms":       "0",
+	"log.retention.check.interval.ms": "1000",
+	"log.segment.delete.delay.ms":     "1000",
+	"file.delete.delay.ms":            "1000",
+	// A log start offset moved by DeleteRecords reaches the disk only with this
+	// checkpoint (default every 60 s): a test that kills every node after deleting
+	// records would otherwise see them come back.
+	"log.flush.start.offset.checkpoint.interval.ms": "500",
+	"num.network.threads":                           "2",
+	"num.io.threads":                                "2",
+	"background.threads":                            "2",
+	"num.recovery.threads.per.data.dir":             "1",
+	"group.coordinator.threads":                     "1",
 	// A killed node is fenced, and loses its leaderships, within a few seconds.
 	"broker.heartbeat.interval.ms": "500",
 	"broker.session.timeout.ms":    "4000",
