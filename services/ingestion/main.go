@@ -162,14 +162,14 @@ func serve(ctx context.Context, log *zap.Logger, cfg config.Config, ln net.Liste
 	sinkDone := make(chan struct{})
 	wg.Go(func() {
 		defer close(sinkDone)
-		ensureEventsTopic(ctx, log, cfg, kc)
+		ensureTopic(ctx, log, kc, event.TopicConfig(cfg.EventsTopic, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 		// Run even if the topic could not be ensured: it answers every buffered request.
 		_ = out.Run(bg)
 	})
 	wg.Go(func() { forgetFullBuckets(bg, limiter) })
 	if tally != nil {
 		wg.Go(func() {
-			ensureAuditTopic(ctx, log, cfg, kc)
+			ensureTopic(ctx, log, kc, audit.TopicConfig(cfg.AuditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
 			tally.Run(bg)
 		})
 	}
@@ -270,26 +270,14 @@ func ensureMembersTopic(ctx context.Context, log *zap.Logger, cfg config.Config,
 	})
 }
 
-// ensureEventsTopic creates the events topic if it is missing, retrying like
-// ensureMembersTopic. The throttle topic is not ingestion's to create: the processing
-// service does, and the table waits for it.
-func ensureEventsTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc cluster.Config) {
-	retry(ctx, log, "ensure events topic", func() error {
-		created, err := cluster.CreateTopics(ctx, kc, event.TopicConfig(cfg.EventsTopic, cfg.EventsPartitions, cfg.ReplicationFactor, cfg.MinInsyncReplicas))
+// ensureTopic creates topic (the events or the audit topic) if it is missing, retrying
+// like ensureMembersTopic. The throttle topic is not ingestion's to create: the
+// processing service does, and the table waits for it.
+func ensureTopic(ctx context.Context, log *zap.Logger, kc cluster.Config, topic kafka.TopicConfig) {
+	retry(ctx, log, "ensure topic "+topic.Topic, func() error {
+		created, err := cluster.CreateTopics(ctx, kc, topic)
 		if len(created) > 0 {
-			log.Info("created events topic", zap.String("topic", cfg.EventsTopic), zap.Int("partitions", cfg.EventsPartitions))
-		}
-		return err
-	})
-}
-
-// ensureAuditTopic creates the audit topic if it is missing, retrying like
-// ensureMembersTopic.
-func ensureAuditTopic(ctx context.Context, log *zap.Logger, cfg config.Config, kc cluster.Config) {
-	retry(ctx, log, "ensure audit topic", func() error {
-		created, err := audit.EnsureTopic(ctx, kc, cfg.AuditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas)
-		if created {
-			log.Info("created audit topic", zap.String("topic", cfg.AuditTopic))
+			log.Info("created topic", zap.String("topic", topic.Topic), zap.Int("partitions", topic.NumPartitions))
 		}
 		return err
 	})

@@ -100,14 +100,20 @@ func (in *testIngestion) accept(t *testing.T, n int) []kafka.Message {
 	return msgs
 }
 
-// deleteRecords moves partition p's log start to offset, as an operator's DeleteRecords.
-func deleteRecords(t *testing.T, brokers []string, topic string, p int32, offset int64) {
+// franzClient is a client for the requests kafka-go does not make.
+func franzClient(t *testing.T, brokers []string) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// deleteRecords moves partition p's log start to offset, as an operator's DeleteRecords.
+func deleteRecords(t *testing.T, brokers []string, topic string, p int32, offset int64) {
+	t.Helper()
 	req := kmsg.NewPtrDeleteRecordsRequest()
 	rt := kmsg.NewDeleteRecordsRequestTopic()
 	rt.Topic = topic
@@ -116,7 +122,7 @@ func deleteRecords(t *testing.T, brokers []string, topic string, p int32, offset
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
 	req.TimeoutMillis = 10000
-	resp, err := req.RequestWith(t.Context(), cl)
+	resp, err := req.RequestWith(t.Context(), franzClient(t, brokers))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +138,6 @@ func deleteRecords(t *testing.T, brokers []string, topic string, p int32, offset
 // logStart is partition p's log start offset.
 func logStart(t *testing.T, brokers []string, topic string, p int32) int64 {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	req := kmsg.NewPtrListOffsetsRequest()
 	rt := kmsg.NewListOffsetsRequestTopic()
 	rt.Topic = topic
@@ -144,7 +145,7 @@ func logStart(t *testing.T, brokers []string, topic string, p int32) int64 {
 	rp.Partition, rp.Timestamp = p, -2 // earliest
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(t.Context(), cl)
+	resp, err := req.RequestWith(t.Context(), franzClient(t, brokers))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestAuditFindsDeletedEventsAndNothingElse(t *testing.T) {
 	if _, err := cluster.CreateTopics(t.Context(), kc, event.TopicConfig(events, 3, cfg.ReplicationFactor, cfg.MinInsyncReplicas)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := audit.EnsureTopic(t.Context(), kc, auditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas); err != nil {
+	if _, err := cluster.CreateTopics(t.Context(), kc, audit.TopicConfig(auditTopic, cfg.ReplicationFactor, cfg.MinInsyncReplicas)); err != nil {
 		t.Fatal(err)
 	}
 	in := newTestIngestion(t, kc, events, auditTopic, width)

@@ -76,7 +76,7 @@ func (s *session) audit(ctx context.Context, topic string, since, grace time.Dur
 	from := now.Add(-since)
 	rep := auditReport{Topic: topic, At: now.UTC(), Since: from.UTC(), Buckets: []audit.Row{}, Skipped: book.Skipped()}
 	for _, r := range book.Reconcile(now, grace) {
-		if r.Bucket.Add(time.Duration(r.Width) * time.Millisecond).After(from) {
+		if r.End().After(from) {
 			rep.Buckets = append(rep.Buckets, r)
 		}
 	}

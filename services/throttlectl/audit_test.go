@@ -21,7 +21,7 @@ func TestAuditPrintsTheReconciliation(t *testing.T) {
 	c := newCluster(t, 1)
 	topic := topicName(t, "-audit")
 	kc := cluster.Config{Brokers: c.s.Brokers()}
-	if _, err := audit.EnsureTopic(t.Context(), kc, topic, 1, 1); err != nil {
+	if _, err := cluster.CreateTopics(t.Context(), kc, audit.TopicConfig(topic, 1, 1)); err != nil {
 		t.Fatal(err)
 	}
 	w, err := audit.NewWriter(kc, topic)

@@ -50,12 +50,13 @@ func (b *Book) Apply(_ context.Context, msg kafka.Message) error {
 		m = b.beats
 	}
 	if b.keep > 0 {
-		horizon := b.now().Add(-b.keep).UnixMilli()
+		now := b.now()
+		horizon := now.Add(-b.keep).UnixMilli()
 		if v != nil && !k.beat() && k.Bucket+v.Width < horizon {
 			delete(m, k)
 			return nil
 		}
-		if now := b.now(); now.Sub(b.swept) > time.Minute {
+		if now.Sub(b.swept) > time.Minute {
 			b.swept = now
 			b.forget(horizon)
 		}
@@ -107,6 +108,17 @@ type Row struct {
 	Partition int       `json:"partition"`
 	Bucket    time.Time `json:"bucket"`
 	Width     int64     `json:"width_ms"`
+	Counts
+	Status string `json:"status"`
+	// Unpublished: incarnations that stopped without publishing their last counts while
+	// this bucket was open (killed). An ingestion one's last events are not in Accepted,
+	// so the bucket may be over by as many; a processing one's last events were handled
+	// again by the next owner and counted once, so Duplicates may be short by as many.
+	Unpublished []string `json:"unpublished,omitempty"`
+}
+
+// Counts are a bucket's events by kind, or the sum of several buckets'.
+type Counts struct {
 	// Accepted: events ingestion acknowledged, summed over its incarnations.
 	Accepted int64 `json:"accepted"`
 	// Forwarded and DeadLettered: distinct offsets processing handled. An offset both
@@ -119,18 +131,24 @@ type Row struct {
 	// Forwarded and DeadLettered include the copies; Missing and Extra do not count them.
 	Duplicates int64 `json:"duplicates"`
 	// Missing and Extra: Accepted minus what was handled, when positive; or the other way.
-	Missing int64  `json:"missing"`
-	Extra   int64  `json:"over"`
-	Status  string `json:"status"`
-	// Unpublished: incarnations that stopped without publishing their last counts while
-	// this bucket was open (killed). An ingestion one's last events are not in Accepted,
-	// so the bucket may be over by as many; a processing one's last events were handled
-	// again by the next owner and counted once, so Duplicates may be short by as many.
-	Unpublished []string `json:"unpublished,omitempty"`
+	Missing int64 `json:"missing"`
+	Extra   int64 `json:"over"`
+}
+
+func (c *Counts) add(o Counts) {
+	c.Accepted += o.Accepted
+	c.Forwarded += o.Forwarded
+	c.DeadLettered += o.DeadLettered
+	c.Duplicates += o.Duplicates
+	c.Missing += o.Missing
+	c.Extra += o.Extra
 }
 
 // Settled reports whether the row's grace period has passed.
 func (r Row) Settled() bool { return r.Status != Open }
+
+// End is when the row's bucket ends.
+func (r Row) End() time.Time { return r.Bucket.Add(time.Duration(r.Width) * time.Millisecond) }
 
 type cell struct {
 	partition int
@@ -172,10 +190,10 @@ func Reconcile(counts, beats map[Key]Value, now time.Time, grace time.Duration) 
 		fwd := a.fwd.Len() + a.unranged // forwarded, nearly all: dead letters are few
 		dl := a.dead.Minus(a.fwd).Len()
 		copies := a.copies.Len()
-		r := Row{Partition: c.partition, Bucket: time.UnixMilli(c.bucket).UTC(), Width: a.width, Accepted: a.accepted,
-			Forwarded: fwd, DeadLettered: dl, Duplicates: a.handled - fwd - dl + copies}
 		diff := a.accepted - (fwd + dl - copies)
-		r.Missing, r.Extra = max(diff, 0), max(-diff, 0)
+		r := Row{Partition: c.partition, Bucket: time.UnixMilli(c.bucket).UTC(), Width: a.width, Counts: Counts{
+			Accepted: a.accepted, Forwarded: fwd, DeadLettered: dl, Duplicates: a.handled - fwd - dl + copies,
+			Missing: max(diff, 0), Extra: max(-diff, 0)}}
 		end := c.bucket + a.width
 		for inc, d := range dead {
 			// It beat once per interval and published at least that often: what it
@@ -220,13 +238,8 @@ func killed(beats map[Key]Value, now time.Time) map[string]Value {
 
 // Totals sums rows.
 type Totals struct {
-	Buckets      map[string]int `json:"buckets"` // by status
-	Accepted     int64          `json:"accepted"`
-	Forwarded    int64          `json:"forwarded"`
-	DeadLettered int64          `json:"dead_lettered"`
-	Duplicates   int64          `json:"duplicates"`
-	Missing      int64          `json:"missing"`
-	Extra        int64          `json:"over"`
+	Buckets map[string]int `json:"buckets"` // by status
+	Counts
 }
 
 // Sum adds up rows.
@@ -234,12 +247,7 @@ func Sum(rows []Row) Totals {
 	t := Totals{Buckets: map[string]int{Complete: 0, Short: 0, Over: 0, Open: 0}}
 	for _, r := range rows {
 		t.Buckets[r.Status]++
-		t.Accepted += r.Accepted
-		t.Forwarded += r.Forwarded
-		t.DeadLettered += r.DeadLettered
-		t.Duplicates += r.Duplicates
-		t.Missing += r.Missing
-		t.Extra += r.Extra
+		t.add(r.Counts)
 	}
 	return t
 }

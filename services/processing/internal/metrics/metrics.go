@@ -135,7 +135,7 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
 	var recent, settled []audit.Row
 	for _, r := range c.rows(now) {
-		if end := r.Bucket.Add(time.Duration(r.Width) * time.Millisecond); now.Sub(end) > c.window {
+		if now.Sub(r.End()) > c.window {
 			continue
 		}
 		recent = append(recent, r)
